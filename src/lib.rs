@@ -1,0 +1,5 @@
+//! keymint: a Kubernetes operator that mints API keys into Secrets and rotates them.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod keys;
