@@ -1,1 +1,266 @@
-fn main() {}
+//! `keymint`: the operator binary. CLI, telemetry and wiring only; the work is
+//! in the library (`keymint::controller`, `keymint::keys`, `keymint::api`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use keymint::controller::runner::{self, Scope};
+use keymint::controller::{Context, Metrics, Settings};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "keymint",
+    version,
+    about = "Mints API keys into Kubernetes Secrets and rotates them"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions (RootKey, ServiceAccountKey, APIKey) as YAML.
+    Crd,
+    /// Run the operator.
+    Run(RunArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Kubeconfig file; without it, $KUBECONFIG, ~/.kube/config or the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespaces whose ServiceAccountKeys and APIKeys are reconciled (repeat or comma-separate); all when empty.
+    #[arg(
+        long = "watch-namespace",
+        env = "KEYMINT_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    watch_namespaces: Vec<String>,
+    /// The namespace the operator runs in (RootKey Secrets and the leader Lease go here by default).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "keymint-system")]
+    operator_namespace: String,
+    /// Namespaces RootKey Secrets may be written to; default: the operator's namespace.
+    #[arg(long, env = "KEYMINT_ROOT_KEY_NAMESPACES", value_delimiter = ',')]
+    root_key_namespaces: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `keymint=debug`.
+    #[arg(long, env = "KEYMINT_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "KEYMINT_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    metrics_address: SocketAddr,
+    /// Elect a leader through a coordination.k8s.io Lease so only one replica writes.
+    #[arg(long, env = "KEYMINT_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "keymint-leader")]
+    lease_name: String,
+    /// Seconds a leader's Lease stays valid without renewal (the longest hand-over after a crash).
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match keymint::api::crds_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("keymint: cannot render the CRDs: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            init_tracing(args.log_format, &args.log_level);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("keymint: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    error!("{message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
+    };
+    kube::Client::try_from(config).map_err(|e| format!("cannot create the Kubernetes client: {e}"))
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, shutdown) = watch::channel(false);
+
+    let server = tokio::spawn(keymint::server::serve(
+        args.metrics_address,
+        metrics.clone(),
+        ready.clone(),
+        shutdown.clone(),
+    ));
+    let signals = tokio::spawn(stop_on_signal(stop.clone()));
+
+    let root_key_namespaces = if args.root_key_namespaces.is_empty() {
+        vec![args.operator_namespace.clone()]
+    } else {
+        args.root_key_namespaces.clone()
+    };
+    let settings = Settings {
+        operator_namespace: args.operator_namespace.clone(),
+        root_key_namespaces,
+    };
+    let scope = if args.watch_namespaces.is_empty() {
+        Scope::AllNamespaces
+    } else {
+        Scope::Namespaces(args.watch_namespaces.clone())
+    };
+    let ctx = Arc::new(Context::new(client.clone(), metrics, settings));
+    ready.store(true, Ordering::Relaxed);
+
+    let outcome = if args.leader_elect {
+        run_as_leader(&args, client, ctx, scope, stop.clone(), shutdown.clone()).await
+    } else {
+        info!("leader election off: reconciling");
+        runner::run(ctx, scope, shutdown.clone()).await;
+        Ok(())
+    };
+    let _ = stop.send(true);
+    signals.abort();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => warn!(%error, "metrics server failed"),
+        Err(error) => warn!(%error, "metrics server task failed"),
+    }
+    info!("stopped");
+    outcome
+}
+
+/// Waits for the Lease, reconciles while holding it, and stops (with an error,
+/// so the pod restarts as a follower) if it is lost: two replicas never both write.
+async fn run_as_leader(
+    args: &RunArgs,
+    client: kube::Client,
+    ctx: Arc<Context>,
+    scope: Scope,
+    stop: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let identity =
+        std::env::var("POD_NAME").unwrap_or_else(|_| format!("keymint-{}", std::process::id()));
+    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
+        .with_namespace(&args.operator_namespace)
+        .with_identity(&identity)
+        .with_duration(args.lease_duration)
+        .with_grace(args.lease_duration.div_ceil(3).max(1))
+        .build()
+        .await
+        .map_err(|e| format!("leader election: {e}"))?;
+    let (mut leader, lease_task) = manager.watch().await;
+    info!(lease = %args.lease_name, namespace = %args.operator_namespace, %identity, "waiting to become the leader");
+    loop {
+        if *leader.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = leader.changed() => if changed.is_err() { return Err("leader election stopped".into()) },
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+        }
+    }
+    info!(%identity, "became the leader: reconciling");
+    let controllers = tokio::spawn(runner::run(ctx, scope, shutdown.clone()));
+    let lost = tokio::select! {
+        _ = async { while leader.changed().await.is_ok() { if !*leader.borrow() { break } } } => true,
+        _ = shutdown.wait_for(|stop| *stop) => false,
+    };
+    let _ = stop.send(true);
+    let _ = controllers.await;
+    drop(leader);
+    // Hand the Lease over at once on a clean stop.
+    match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+        Ok(Ok(Ok(manager))) => {
+            if let Err(error) = manager.release().await {
+                warn!(%error, "cannot release the Lease");
+            }
+        }
+        other => warn!(?other, "lease manager did not stop cleanly"),
+    }
+    if lost {
+        Err("lost the leader Lease; stopping so that only the new leader writes".into())
+    } else {
+        Ok(())
+    }
+}
+
+async fn stop_on_signal(stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    info!("signal received: shutting down");
+    let _ = stop.send(true);
+}

@@ -74,7 +74,8 @@ struct Ports {
     apiserver: u16,
 }
 
-fn free_port() -> Result<u16> {
+/// A free loopback TCP port.
+pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("bind a free port"))?;
     let port = listener
         .local_addr()
@@ -598,13 +599,54 @@ impl Drop for ControlPlane {
     }
 }
 
+/// Starts `command` (stdout and stderr to `log`) from a thread that lives as
+/// long as the process, so the child is killed when the test process dies,
+/// however it dies, and at a normal exit. Tests use it for the operator.
+pub fn spawn_tied_to_process(mut command: Command, log: &Path) -> Result<Child> {
+    type Request = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<std::sync::mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<Request>();
+        let _ = std::thread::Builder::new()
+            .name("keymint-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in receiver {
+                    let _ = reply.send(command.spawn());
+                }
+                loop {
+                    std::thread::park();
+                }
+            });
+        Mutex::new(sender)
+    });
+    let out = fs::File::create(log).map_err(io_err(format!("create {}", log.display())))?;
+    let err = out.try_clone().map_err(io_err("clone log handle"))?;
+    command.stdin(Stdio::null()).stdout(out).stderr(err);
+    kill_with_parent(&mut command);
+    let (reply, response) = std::sync::mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .send((command, reply))
+        .map_err(|_| Error::NotReady(READY_DEADLINE, "spawner thread is gone".into()))?;
+    let child = response
+        .recv()
+        .map_err(|_| Error::NotReady(READY_DEADLINE, "spawner thread is gone".into()))?
+        .map_err(io_err("spawn a process"))?;
+    if let Ok(mut pids) = EXIT_PIDS.lock() {
+        pids.push(child.id());
+    }
+    Ok(child)
+}
+
+static EXIT_PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
 /// Statics are never dropped, so the shared control plane is stopped (and its
 /// directory removed) by an exit hook as well.
 fn register_exit_cleanup(plane: &ControlPlane) {
-    static PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
     static DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
     extern "C" fn cleanup() {
-        if let Ok(pids) = PIDS.lock() {
+        if let Ok(pids) = EXIT_PIDS.lock() {
             for pid in pids.iter() {
                 // SAFETY: kill(2) on a pid we spawned; no memory is touched.
                 unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
@@ -614,7 +656,7 @@ fn register_exit_cleanup(plane: &ControlPlane) {
             let _ = fs::remove_dir_all(dir);
         }
     }
-    if let Ok(mut pids) = PIDS.lock() {
+    if let Ok(mut pids) = EXIT_PIDS.lock() {
         pids.extend(plane.lock_processes().iter().map(|(_, child)| child.id()));
     }
     if let Ok(mut dir) = DIR.lock() {
@@ -671,12 +713,13 @@ fn random_token() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
+    #[serde(rename = "auditID")]
     pub audit_id: String,
     pub verb: String,
     pub user: AuditUser,
     #[serde(default)]
     pub object_ref: Option<AuditObjectRef>,
-    #[serde(default)]
+    #[serde(default, rename = "requestURI")]
     pub request_uri: String,
     #[serde(default)]
     pub response_status: Option<AuditResponseStatus>,

@@ -338,3 +338,48 @@ async fn deleting_a_namespace_finishes() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_audit_log_records_requests_by_user_and_verb() {
+    let plane = ControlPlane::shared();
+    let client = plane.client().await.expect("client");
+    let namespace = plane
+        .namespace(&client, "smoke-audit")
+        .await
+        .expect("namespace");
+    let mark = plane.audit_events().expect("audit log").len();
+    let maps = Api::<ConfigMap>::namespaced(client, &namespace);
+    maps.create(
+        &PostParams::default(),
+        &ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("counted".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("create");
+    maps.get("counted").await.expect("get");
+    let counts = plane
+        .count_requests_by_verb(keymint_testenv::ADMIN_USER, mark)
+        .expect("count");
+    assert!(
+        counts.get("create").copied().unwrap_or(0) >= 1,
+        "{counts:?}"
+    );
+    assert!(counts.get("get").copied().unwrap_or(0) >= 1, "{counts:?}");
+    let events = plane.audit_events().expect("audit log");
+    let created = events[mark..]
+        .iter()
+        .find(|e| {
+            e.verb == "create"
+                && e.object_ref.as_ref().is_some_and(|r| {
+                    r.resource == "configmaps" && r.namespace.as_deref() == Some(namespace.as_str())
+                })
+        })
+        .expect("the create is in the audit log");
+    assert!(!created.audit_id.is_empty());
+    assert!(created.request_uri.contains(&namespace));
+}

@@ -1,0 +1,425 @@
+//! The one reconcile loop all three kinds share.
+//!
+//! Per reconcile: find where the Secret goes and whether it is ours; check the
+//! binding; decide with the pure [`crate::keys::plan`]; apply the Secret (only
+//! if it changed), then the status (only if it changed); publish an Event for
+//! what happened; requeue at the next rotation or end of a grace period.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use super::kinds::{Binding, Blocked, KeyResource};
+use super::secret::{self, Found, SecretContent};
+use super::status::{self, Ready};
+use super::{Context, Error, FIELD_MANAGER, Result};
+use crate::api::{DeletionPolicy, ROTATE_REQUEST_ANNOTATION};
+use crate::keys::plan::{
+    self, Change, MintReason, NewKey, Observed, PlanError, RotateReason, Wanted,
+};
+use crate::keys::{
+    ExpiryPolicy, TokenError, parse_duration, truncate_to_second, try_mint_token, try_new_key_id,
+};
+
+/// Even an idle key is looked at this often (it makes no writes when up to date).
+const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// A Secret owned by someone else is not watched: look again this often.
+const CONFLICT_REQUEUE: Duration = Duration::from_secs(30);
+const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+
+pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    let kind = K::kind(&()).to_string();
+    let _timer = ctx.metrics.reconcile_started(&kind);
+    if resource.meta().deletion_timestamp.is_some() {
+        // The Secret goes with its owner reference (Delete) or stays (Retain).
+        return Ok(Action::await_change());
+    }
+    let now = truncate_to_second(Timestamp::now());
+    let common = resource.common();
+    let resource_name = resource.name_any();
+    let secret_name = common.secret_name(&resource_name).to_string();
+
+    let namespace = match resource.secret_namespace(&ctx.settings) {
+        Ok(namespace) => namespace,
+        Err(blocked) => {
+            return not_ready(&*resource, &ctx, blocked, None, &secret_name, MAX_REQUEUE).await;
+        }
+    };
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let owner = resource.owner_id();
+    let existing = match secret::classify(secrets.get_opt(&secret_name).await?, &owner) {
+        Found::Nothing => None,
+        Found::Ours(secret) => Some(*secret),
+        Found::Foreign { owner: other } => {
+            let whose = other
+                .map(|o| format!("keymint resource {o}"))
+                .unwrap_or_else(|| "another application".into());
+            let blocked = Blocked {
+                reason: "SecretConflict",
+                message: format!(
+                    "spec.secretName: Secret {namespace}/{secret_name} exists and belongs to {whose}; keymint never overwrites it"
+                ),
+            };
+            return not_ready(
+                &*resource,
+                &ctx,
+                blocked,
+                Some(&namespace),
+                &secret_name,
+                CONFLICT_REQUEUE,
+            )
+            .await;
+        }
+    };
+
+    let bound_uid = match resource.binding(&ctx).await? {
+        Binding::Unbound => None,
+        Binding::Bound { uid } => Some(uid),
+        Binding::Missing(blocked) => {
+            if let Some(secret) = &existing {
+                revoke(&*resource, &ctx, &secrets, secret, &blocked).await?;
+            }
+            return not_ready(
+                &*resource,
+                &ctx,
+                blocked,
+                Some(&namespace),
+                &secret_name,
+                MAX_REQUEUE,
+            )
+            .await;
+        }
+    };
+
+    let policy = match expiry_policy(common) {
+        Ok(policy) => policy,
+        Err(message) => {
+            let blocked = Blocked {
+                reason: "InvalidSpec",
+                message,
+            };
+            return not_ready(
+                &*resource,
+                &ctx,
+                blocked,
+                Some(&namespace),
+                &secret_name,
+                MAX_REQUEUE,
+            )
+            .await;
+        }
+    };
+    let status = resource.key_status();
+    let wanted = Wanted {
+        policy,
+        rotate_request: resource
+            .annotations()
+            .get(ROTATE_REQUEST_ANNOTATION)
+            .cloned(),
+        bound_uid,
+        issued_before: status.and_then(|s| s.id.as_ref()).is_some(),
+    };
+    let observed = existing
+        .as_ref()
+        .map(secret::observe)
+        .unwrap_or(Observed::Missing);
+
+    let mut minted = None;
+    let plan = plan::plan(now, &observed, &wanted, || {
+        let token = try_mint_token(resource.token_prefix(), common.entropy_bits())?;
+        let key = NewKey {
+            id: try_new_key_id()?,
+            sha256: token.sha256_hex(),
+        };
+        minted = Some(token);
+        Ok::<_, TokenError>(key)
+    });
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(PlanError::Mint(error)) => return Err(Error::Mint(error)),
+        Err(PlanError::Expiry(error)) => {
+            let blocked = Blocked {
+                reason: "InvalidSpec",
+                message: error.to_string(),
+            };
+            return not_ready(
+                &*resource,
+                &ctx,
+                blocked,
+                Some(&namespace),
+                &secret_name,
+                MAX_REQUEUE,
+            )
+            .await;
+        }
+    };
+
+    // The key text: fresh, or as found. The previous key: the one just rotated
+    // out, or the one already kept.
+    let existing_key = existing
+        .as_ref()
+        .and_then(|s| secret::data_text(s, secret::DATA_KEY))
+        .map(|k| Zeroizing::new(k.to_string()));
+    let key = match &minted {
+        Some(token) => Zeroizing::new(token.expose().to_string()),
+        None => existing_key.clone().ok_or(Error::MissingField {
+            kind: "Secret",
+            field: "data.key",
+        })?,
+    };
+    let previous_key = match plan.change {
+        Change::Rotate(_) => existing_key,
+        Change::Mint(_) => None,
+        _ => existing
+            .as_ref()
+            .and_then(|s| secret::data_text(s, secret::DATA_PREVIOUS_KEY))
+            .map(|k| Zeroizing::new(k.to_string())),
+    };
+    let desired = secret::desired_secret(&SecretContent {
+        name: &secret_name,
+        namespace: &namespace,
+        owner: &owner,
+        record: &plan.record,
+        key: &key,
+        previous_key: previous_key.as_deref().map(|k| k.as_str()),
+        template_labels: common.template_labels(),
+        template_annotations: common.template_annotations(),
+        extra_annotations: resource.secret_annotations(),
+        owner_reference: owner_reference(&*resource, common.deletion_policy()),
+    });
+    if secret::needs_write(existing.as_ref(), &desired) {
+        // Secret first: the record in it is the truth, so a crash before the
+        // status write never mints twice.
+        secrets
+            .patch(
+                &secret_name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await?;
+    }
+    drop(minted);
+    announce(&*resource, &ctx, &plan.change, &plan.record.id, &kind).await;
+
+    let expires_note = plan
+        .record
+        .expires_at
+        .map(|t| format!("; expires at {}", secret::format_time(t)))
+        .unwrap_or_default();
+    let ready = Ready::issued(format!(
+        "Key {} issued to Secret {namespace}/{secret_name}{expires_note}",
+        plan.record.id
+    ));
+    let new_status = status::issued(
+        status,
+        &plan.record,
+        plan::rotation_time(&plan.record, &wanted.policy),
+        &secret_name,
+        resource
+            .meta()
+            .namespace
+            .is_none()
+            .then_some(namespace.as_str()),
+        resource.meta().generation,
+        ready,
+        now,
+    );
+    status::write_if_changed(&*resource, &ctx, status, new_status).await?;
+    ctx.metrics
+        .key_observed(&kind, &owner, plan.record.expires_at);
+    Ok(requeue_at(plan.wake_at))
+}
+
+/// The expiry policy from the spec. The CRD already validated every field;
+/// this only fails if the schema and the parser disagree.
+fn expiry_policy(common: &crate::api::KeySpecCommon) -> Result<ExpiryPolicy, String> {
+    let duration = |field: &str, value: &Option<String>| -> Result<Duration, String> {
+        match value {
+            Some(text) => parse_duration(text).map_err(|e| format!("spec.{field}: {e}")),
+            None => Ok(Duration::ZERO),
+        }
+    };
+    let valid_for = match &common.valid_for {
+        Some(text) => Some(parse_duration(text).map_err(|e| format!("spec.validFor: {e}"))?),
+        None => None,
+    };
+    Ok(ExpiryPolicy {
+        expires_at: common.expires_at.as_ref().map(|t| truncate_to_second(t.0)),
+        valid_for,
+        renew_before: duration("renewBefore", &common.renew_before)?,
+        grace_period: duration("gracePeriod", &common.grace_period)?,
+    })
+}
+
+fn owner_reference<K: KeyResource>(resource: &K, policy: DeletionPolicy) -> Option<OwnerReference> {
+    match policy {
+        DeletionPolicy::Retain => None,
+        DeletionPolicy::Delete => resource.controller_owner_ref(&()),
+    }
+}
+
+fn requeue_at(wake_at: Option<Timestamp>) -> Action {
+    let Some(wake_at) = wake_at else {
+        return Action::requeue(MAX_REQUEUE);
+    };
+    let until = wake_at.duration_since(Timestamp::now());
+    // A few milliseconds late rather than early: early means one more pass.
+    let delay = Duration::try_from(until).unwrap_or(Duration::ZERO) + Duration::from_millis(5);
+    Action::requeue(delay.min(MAX_REQUEUE))
+}
+
+async fn not_ready<K: KeyResource>(
+    resource: &K,
+    ctx: &Context,
+    blocked: Blocked,
+    namespace: Option<&str>,
+    secret_name: &str,
+    requeue: Duration,
+) -> Result<Action> {
+    let current = resource.key_status();
+    let revoked = blocked.reason == "ServiceAccountNotFound";
+    let new_status = status::blocked(
+        current,
+        &blocked,
+        secret_name,
+        namespace.filter(|_| resource.meta().namespace.is_none()),
+        resource.meta().generation,
+        revoked,
+        Timestamp::now(),
+    );
+    let changed = status::ready_reason(current) != Some(blocked.reason);
+    status::write_if_changed(resource, ctx, current, new_status).await?;
+    if changed {
+        warn!(reason = blocked.reason, message = %blocked.message, "key not issued");
+        publish(
+            resource,
+            ctx,
+            EventType::Warning,
+            blocked.reason,
+            &blocked.message,
+            "Reconcile",
+        )
+        .await;
+    }
+    ctx.metrics.key_blocked(&K::kind(&()), &resource.owner_id());
+    Ok(Action::requeue(requeue))
+}
+
+async fn revoke<K: KeyResource>(
+    resource: &K,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    secret: &Secret,
+    why: &Blocked,
+) -> Result<()> {
+    let name = secret.name_any();
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: secret.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match secrets.delete(&name, &params).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+        Err(error) => return Err(error.into()),
+    }
+    let message = format!("Key revoked: Secret {name} deleted because {}", why.message);
+    info!(secret = %name, "key revoked");
+    publish(
+        resource,
+        ctx,
+        EventType::Normal,
+        "KeyRevoked",
+        &message,
+        "Revoke",
+    )
+    .await;
+    Ok(())
+}
+
+async fn announce<K: KeyResource>(
+    resource: &K,
+    ctx: &Context,
+    change: &Change,
+    id: &str,
+    kind: &str,
+) {
+    let (event_type, reason, message) = match change {
+        Change::Mint(MintReason::Initial) => {
+            (EventType::Normal, "KeyIssued", format!("Issued key {id}"))
+        }
+        Change::Mint(MintReason::SecretLost) => (
+            EventType::Warning,
+            "KeyRestored",
+            format!("The Secret was deleted and its key cannot be recovered; issued new key {id}"),
+        ),
+        Change::Mint(MintReason::KeyTampered) => (
+            EventType::Warning,
+            "KeyReplaced",
+            format!("The Secret's key did not match its recorded SHA-256; issued new key {id}"),
+        ),
+        Change::Mint(MintReason::BindingChanged) => (
+            EventType::Normal,
+            "KeyIssued",
+            format!("The bound ServiceAccount was re-created; issued new key {id}"),
+        ),
+        Change::Rotate(RotateReason::Scheduled) => (
+            EventType::Normal,
+            "KeyRotated",
+            format!("Rotated to key {id} on schedule"),
+        ),
+        Change::Rotate(RotateReason::Requested) => (
+            EventType::Normal,
+            "KeyRotated",
+            format!("Rotated to key {id} on request"),
+        ),
+        Change::Reschedule | Change::DropPrevious | Change::None => return,
+    };
+    if matches!(change, Change::Rotate(_)) {
+        ctx.metrics.rotated(kind);
+    }
+    info!(key_id = id, reason, "key changed");
+    publish(resource, ctx, event_type, reason, &message, "Issue").await;
+}
+
+async fn publish<K: KeyResource>(
+    resource: &K,
+    ctx: &Context,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+    action: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx
+        .recorder
+        .publish(&event, &resource.object_ref(&()))
+        .await
+    {
+        warn!(%error, reason, "cannot publish event");
+    }
+}
+
+pub fn error_policy<K: KeyResource>(resource: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(name = %resource.name_any(), namespace = ?resource.namespace(), %error, "reconcile failed");
+    ctx.metrics
+        .reconcile_failed(&K::kind(&()), error.category());
+    Action::requeue(ERROR_REQUEUE)
+}

@@ -1,0 +1,212 @@
+//! What differs between RootKey, ServiceAccountKey and APIKey, as one small
+//! trait; everything else is the shared engine.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::Api;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Context, Result, Settings};
+use crate::api::{ApiKey, KeySpec, KeySpecCommon, KeyStatus, RootKey, ServiceAccountKey};
+
+/// Why a key cannot be issued right now (reported as `Ready=False`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The object a key is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// Not bound to anything.
+    Unbound,
+    /// Bound to an object that exists, with this UID.
+    Bound { uid: String },
+    /// The object it must be bound to is missing: the key is revoked.
+    Missing(Blocked),
+}
+
+/// A key resource kind.
+pub trait KeyResource:
+    Resource<DynamicType = ()>
+    + ResourceExt
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    fn common(&self) -> &KeySpecCommon;
+
+    /// `spec.format.prefix`, else the kind's default (`rk`, `sak`, `ak`).
+    fn token_prefix(&self) -> &str;
+
+    /// The API for this resource (cluster-wide or in its namespace).
+    fn api(client: kube::Client, resource: &Self) -> Api<Self>;
+
+    fn key_status(&self) -> Option<&KeyStatus>;
+
+    /// The namespace the Secret is written to, or why it may not be.
+    fn secret_namespace(&self, settings: &Settings) -> Result<String, Blocked>;
+
+    /// Kind-specific annotations for the Secret.
+    fn secret_annotations(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    /// The object the key is bound to, if the kind has one.
+    fn binding(&self, _ctx: &Context) -> impl Future<Output = Result<Binding>> + Send {
+        async { Ok(Binding::Unbound) }
+    }
+
+    /// The resource's identity as recorded on its Secret (`Kind/namespace/name`).
+    fn owner_id(&self) -> String {
+        match self.namespace() {
+            Some(namespace) => format!("{}/{}/{}", Self::kind(&()), namespace, self.name_any()),
+            None => format!("{}/{}", Self::kind(&()), self.name_any()),
+        }
+    }
+}
+
+impl KeyResource for RootKey {
+    fn api(client: kube::Client, _resource: &Self) -> Api<Self> {
+        Api::all(client)
+    }
+
+    fn common(&self) -> &KeySpecCommon {
+        self.spec.common()
+    }
+
+    fn token_prefix(&self) -> &str {
+        self.spec.token_prefix()
+    }
+
+    fn key_status(&self) -> Option<&KeyStatus> {
+        self.status.as_ref()
+    }
+
+    fn secret_namespace(&self, settings: &Settings) -> Result<String, Blocked> {
+        let namespace = self
+            .spec
+            .secret_namespace
+            .clone()
+            .unwrap_or_else(|| settings.operator_namespace.clone());
+        if settings.root_key_namespaces.contains(&namespace) {
+            Ok(namespace)
+        } else {
+            Err(Blocked {
+                reason: "NamespaceNotAllowed",
+                message: format!(
+                    "spec.secretNamespace {namespace:?} is not allowed for RootKeys; the operator writes RootKey Secrets only to {:?} (--root-key-namespaces)",
+                    settings.root_key_namespaces
+                ),
+            })
+        }
+    }
+}
+
+impl KeyResource for ServiceAccountKey {
+    fn api(client: kube::Client, resource: &Self) -> Api<Self> {
+        Api::namespaced(client, &resource.namespace().unwrap_or_default())
+    }
+
+    fn common(&self) -> &KeySpecCommon {
+        self.spec.common()
+    }
+
+    fn token_prefix(&self) -> &str {
+        self.spec.token_prefix()
+    }
+
+    fn key_status(&self) -> Option<&KeyStatus> {
+        self.status.as_ref()
+    }
+
+    fn secret_namespace(&self, _settings: &Settings) -> Result<String, Blocked> {
+        own_namespace(self)
+    }
+
+    fn secret_annotations(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(
+            "keymint.dev/service-account".to_string(),
+            self.spec.service_account_name.clone(),
+        )])
+    }
+
+    fn binding(&self, ctx: &Context) -> impl Future<Output = Result<Binding>> + Send {
+        let namespace = self.namespace().unwrap_or_default();
+        let name = self.spec.service_account_name.clone();
+        let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &namespace);
+        async move {
+            Ok(match accounts.get_opt(&name).await? {
+                Some(account) => match account.metadata.uid {
+                    Some(uid) => Binding::Bound { uid },
+                    None => Binding::Missing(service_account_missing(&namespace, &name)),
+                },
+                None => Binding::Missing(service_account_missing(&namespace, &name)),
+            })
+        }
+    }
+}
+
+fn service_account_missing(namespace: &str, name: &str) -> Blocked {
+    Blocked {
+        reason: "ServiceAccountNotFound",
+        message: format!(
+            "spec.serviceAccountName: ServiceAccount {namespace}/{name} not found; the key is issued when it exists"
+        ),
+    }
+}
+
+impl KeyResource for ApiKey {
+    fn api(client: kube::Client, resource: &Self) -> Api<Self> {
+        Api::namespaced(client, &resource.namespace().unwrap_or_default())
+    }
+
+    fn common(&self) -> &KeySpecCommon {
+        self.spec.common()
+    }
+
+    fn token_prefix(&self) -> &str {
+        self.spec.token_prefix()
+    }
+
+    fn key_status(&self) -> Option<&KeyStatus> {
+        self.status.as_ref()
+    }
+
+    fn secret_namespace(&self, _settings: &Settings) -> Result<String, Blocked> {
+        own_namespace(self)
+    }
+
+    /// Permissions travel with the key so verifiers can read them; they never
+    /// grant anything in Kubernetes.
+    fn secret_annotations(&self) -> BTreeMap<String, String> {
+        let mut annotations = BTreeMap::new();
+        if !self.spec.permissions.is_empty() {
+            annotations.insert(
+                "keymint.dev/permissions".to_string(),
+                self.spec.permissions.join(","),
+            );
+        }
+        if let Some(description) = &self.spec.description {
+            annotations.insert("keymint.dev/description".to_string(), description.clone());
+        }
+        annotations
+    }
+}
+
+fn own_namespace<K: Resource>(resource: &K) -> Result<String, Blocked> {
+    resource.meta().namespace.clone().ok_or(Blocked {
+        reason: "InvalidSpec",
+        message: "metadata.namespace is missing on a namespaced key resource".into(),
+    })
+}

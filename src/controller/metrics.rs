@@ -1,0 +1,173 @@
+//! Prometheus metrics: reconciles, errors, keys by kind, seconds until the
+//! earliest expiry, rotations. Labels come from fixed sets, never free text.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    pub category: String,
+}
+
+/// Issued keys: resource identity -> expiry (None: never expires), per kind.
+type KeyBook = HashMap<String, (String, Option<Timestamp>)>;
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<KindLabel, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    rotations: Family<KindLabel, Counter>,
+    keys: Family<KindLabel, Gauge>,
+    earliest_expiry: Gauge<f64, std::sync::atomic::AtomicU64>,
+    duration: Family<KindLabel, Histogram>,
+    book: Mutex<KeyBook>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("keymint");
+        let reconciles = Family::<KindLabel, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let rotations = Family::<KindLabel, Counter>::default();
+        let keys = Family::<KindLabel, Gauge>::default();
+        let earliest_expiry = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let duration = Family::<KindLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        });
+        registry.register("reconciles", "Reconciliations started", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed, by error category",
+            errors.clone(),
+        );
+        registry.register(
+            "rotations",
+            "Keys rotated (scheduled or requested)",
+            rotations.clone(),
+        );
+        registry.register("keys", "Keys currently issued", keys.clone());
+        registry.register(
+            "seconds_until_earliest_expiry",
+            "Seconds until the earliest key expiry (negative: already expired)",
+            earliest_expiry.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconciliation",
+            duration.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            rotations,
+            keys,
+            earliest_expiry,
+            duration,
+            book: Mutex::default(),
+        }
+    }
+}
+
+/// Observes a reconciliation's duration when dropped.
+pub struct ReconcileTimer<'a> {
+    histogram: Histogram,
+    started: Instant,
+    _metrics: &'a Metrics,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Metrics {
+    pub fn reconcile_started(&self, kind: &str) -> ReconcileTimer<'_> {
+        let label = KindLabel { kind: kind.into() };
+        self.reconciles.get_or_create(&label).inc();
+        ReconcileTimer {
+            histogram: self.duration.get_or_create(&label).clone(),
+            started: Instant::now(),
+            _metrics: self,
+        }
+    }
+
+    pub fn reconcile_failed(&self, kind: &str, category: &'static str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.into(),
+                category: category.into(),
+            })
+            .inc();
+    }
+
+    pub fn rotated(&self, kind: &str) {
+        self.rotations
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+
+    /// A resource's key is issued with this expiry.
+    pub fn key_observed(&self, kind: &str, owner: &str, expires_at: Option<Timestamp>) {
+        self.update_book(|book| {
+            book.insert(owner.to_string(), (kind.to_string(), expires_at));
+        });
+    }
+
+    /// A resource has no usable key (blocked, revoked).
+    pub fn key_blocked(&self, _kind: &str, owner: &str) {
+        self.update_book(|book| {
+            book.remove(owner);
+        });
+    }
+
+    /// A resource is gone.
+    pub fn forget(&self, owner: &str) {
+        self.key_blocked("", owner);
+    }
+
+    fn update_book(&self, change: impl FnOnce(&mut KeyBook)) {
+        let mut book = self
+            .book
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        change(&mut book);
+        let mut counts: HashMap<&str, i64> = HashMap::new();
+        for (kind, _) in book.values() {
+            *counts.entry(kind.as_str()).or_default() += 1;
+        }
+        for kind in ["RootKey", "ServiceAccountKey", "APIKey"] {
+            self.keys
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .set(counts.get(kind).copied().unwrap_or(0));
+        }
+        let earliest = book.values().filter_map(|(_, expiry)| *expiry).min();
+        let seconds = earliest
+            .map(|t| t.duration_since(Timestamp::now()).as_secs_f64())
+            .unwrap_or(f64::INFINITY);
+        self.earliest_expiry.set(seconds);
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

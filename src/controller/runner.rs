@@ -1,0 +1,168 @@
+//! Wires three `kube::runtime::Controller`s to the one engine: each watches its
+//! kind and the Secrets keymint manages (label-selected, so the operator never
+//! caches other applications' Secrets); ServiceAccountKeys also watch
+//! ServiceAccounts.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::Api;
+use kube::runtime::controller::{Controller, Error as ControllerError};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::engine::{error_policy, reconcile};
+use super::secret::{MANAGED_BY, MANAGED_BY_LABEL, OWNER};
+use super::{Context, KeyResource};
+use crate::api::{ApiKey, RootKey, ServiceAccountKey};
+
+/// Where namespaced resources are watched: everywhere, or in listed namespaces.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    AllNamespaces,
+    Namespaces(Vec<String>),
+}
+
+fn managed_secrets() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"))
+}
+
+/// Maps a managed Secret back to the resource named in its owner annotation.
+fn owner_of<K: KeyResource>(secret: &Secret) -> Option<ObjectRef<K>> {
+    let owner = secret.annotations().get(OWNER)?;
+    let mut parts = owner.split('/');
+    let kind = parts.next()?;
+    if kind != K::kind(&()) {
+        return None;
+    }
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(name), None, None) => Some(ObjectRef::new(name)),
+        (Some(namespace), Some(name), None) => Some(ObjectRef::new(name).within(namespace)),
+        _ => None,
+    }
+}
+
+async fn drive<K: KeyResource>(
+    controller: Controller<K>,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(object = %object, "reconciled"),
+                Err(ControllerError::ReconcilerFailed(error, object)) => {
+                    debug!(object = %object, %error, "reconcile failed")
+                }
+                Err(error) => warn!(%error, "controller stream error"),
+            }
+        })
+        .await;
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+fn stopped(
+    mut shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + Sync + 'static {
+    async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Runs every controller until `shutdown` turns true.
+pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool>) {
+    let client = ctx.client.clone();
+    let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+
+    // RootKeys are cluster-scoped; their Secrets live in the allowed namespaces.
+    let mut root_keys = Controller::new(
+        Api::<RootKey>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    for namespace in &ctx.settings.root_key_namespaces {
+        root_keys = root_keys.watches(
+            namespaced_api::<Secret>(&client, Some(namespace)),
+            managed_secrets(),
+            |secret| owner_of::<RootKey>(&secret),
+        );
+    }
+    tasks.push(Box::pin(drive(
+        root_keys,
+        ctx.clone(),
+        stopped(shutdown.clone()),
+    )));
+
+    let namespaces: Vec<Option<String>> = match &scope {
+        Scope::AllNamespaces => vec![None],
+        Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
+    };
+    for namespace in namespaces {
+        let namespace = namespace.as_deref();
+        let api_keys = Controller::new(
+            namespaced_api::<ApiKey>(&client, namespace),
+            watcher::Config::default(),
+        )
+        .watches(
+            namespaced_api::<Secret>(&client, namespace),
+            managed_secrets(),
+            |secret| owner_of::<ApiKey>(&secret),
+        );
+        tasks.push(Box::pin(drive(
+            api_keys,
+            ctx.clone(),
+            stopped(shutdown.clone()),
+        )));
+
+        let account_keys = Controller::new(
+            namespaced_api::<ServiceAccountKey>(&client, namespace),
+            watcher::Config::default(),
+        );
+        let store = account_keys.store();
+        let account_keys = account_keys
+            .watches(
+                namespaced_api::<Secret>(&client, namespace),
+                managed_secrets(),
+                |secret| owner_of::<ServiceAccountKey>(&secret),
+            )
+            .watches(
+                namespaced_api::<ServiceAccount>(&client, namespace),
+                watcher::Config::default(),
+                move |account| {
+                    let account_namespace = account.namespace();
+                    let account_name = account.name_any();
+                    store
+                        .state()
+                        .into_iter()
+                        .filter(|key| {
+                            key.namespace() == account_namespace
+                                && key.spec.service_account_name == account_name
+                        })
+                        .map(|key| ObjectRef::from_obj(&*key))
+                        .collect::<Vec<_>>()
+                },
+            );
+        tasks.push(Box::pin(drive(
+            account_keys,
+            ctx.clone(),
+            stopped(shutdown.clone()),
+        )));
+    }
+    futures::future::join_all(tasks).await;
+}
+
+fn namespaced_api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}

@@ -1,0 +1,166 @@
+//! The resource's status: a projection of the key's record plus the Ready
+//! condition, written only when it changed.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use super::kinds::{Blocked, KeyResource};
+use super::{Context, Error, FIELD_MANAGER, Result};
+use crate::api::KeyStatus;
+use crate::keys::plan::KeyRecord;
+
+pub const READY: &str = "Ready";
+pub const KEY_ISSUED: &str = "KeyIssued";
+
+/// The Ready condition to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Ready {
+    pub fn issued(message: String) -> Self {
+        Ready {
+            status: true,
+            reason: KEY_ISSUED.into(),
+            message,
+        }
+    }
+}
+
+/// The reason of the current Ready condition, if any.
+pub fn ready_reason(status: Option<&KeyStatus>) -> Option<&str> {
+    ready_condition(status).map(|c| c.reason.as_str())
+}
+
+fn ready_condition(status: Option<&KeyStatus>) -> Option<&Condition> {
+    status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+}
+
+/// The Ready condition, keeping `lastTransitionTime` unless the status flipped
+/// (a timestamp that moves without a real change makes Argo CD and the
+/// controller itself see a change that is not there).
+fn condition(
+    current: Option<&KeyStatus>,
+    ready: Ready,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if ready.status { "True" } else { "False" };
+    let last_transition_time = ready_condition(current)
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: READY.into(),
+        status: status.into(),
+        reason: ready.reason,
+        message: ready.message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Status of a resource whose key is issued.
+#[allow(clippy::too_many_arguments)]
+pub fn issued(
+    current: Option<&KeyStatus>,
+    record: &KeyRecord,
+    renewal_time: Option<Timestamp>,
+    secret_name: &str,
+    secret_namespace: Option<&str>,
+    generation: Option<i64>,
+    ready: Ready,
+    now: Timestamp,
+) -> KeyStatus {
+    KeyStatus {
+        id: Some(record.id.clone()),
+        created_at: Some(Time(record.created_at)),
+        updated_at: Some(Time(record.updated_at)),
+        expires_at: record.expires_at.map(Time),
+        renewal_time: renewal_time.map(Time),
+        secret_name: Some(secret_name.to_string()),
+        secret_namespace: secret_namespace.map(str::to_string),
+        key_sha256: Some(record.sha256.clone()),
+        previous_id: record.previous.as_ref().map(|p| p.id.clone()),
+        previous_expires_at: record.previous.as_ref().map(|p| Time(p.until)),
+        rotations: Some(i64::try_from(record.rotations).unwrap_or(i64::MAX)),
+        last_rotate_request: record.rotate_request.clone(),
+        observed_generation: generation,
+        conditions: vec![condition(current, ready, generation, now)],
+    }
+}
+
+/// Status of a resource whose key cannot be issued. The last key's facts stay
+/// (its Secret is still there) unless the key was revoked.
+pub fn blocked(
+    current: Option<&KeyStatus>,
+    why: &Blocked,
+    secret_name: &str,
+    secret_namespace: Option<&str>,
+    generation: Option<i64>,
+    revoked: bool,
+    now: Timestamp,
+) -> KeyStatus {
+    let ready = Ready {
+        status: false,
+        reason: why.reason.into(),
+        message: why.message.clone(),
+    };
+    let base = match current {
+        Some(status) if !revoked => status.clone(),
+        Some(status) => KeyStatus {
+            rotations: status.rotations,
+            ..KeyStatus::default()
+        },
+        None => KeyStatus::default(),
+    };
+    KeyStatus {
+        secret_name: Some(secret_name.to_string()),
+        secret_namespace: secret_namespace
+            .map(str::to_string)
+            .or(base.secret_namespace.clone()),
+        observed_generation: generation,
+        conditions: vec![condition(current, ready, generation, now)],
+        ..base
+    }
+}
+
+/// Applies the status through the status subresource, only when it differs.
+pub async fn write_if_changed<K: KeyResource>(
+    resource: &K,
+    ctx: &Context,
+    current: Option<&KeyStatus>,
+    new: KeyStatus,
+) -> Result<()> {
+    let serialize = |status: &KeyStatus| {
+        serde_json::to_value(status).map_err(|source| Error::Serialize {
+            what: "status",
+            source,
+        })
+    };
+    let new_value = serialize(&new)?;
+    if let Some(current) = current
+        && serialize(current)? == new_value
+    {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": new_value,
+    });
+    K::api(ctx.client.clone(), resource)
+        .patch_status(
+            &resource.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,789 @@
+//! The controller's behaviours, each against the real control plane with the
+//! operator running as its own process.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use keymint::api::{ApiKey, RootKey, ServiceAccountKey};
+use keymint::keys::sha256_hex;
+use keymint_testenv::{OPERATOR_USER, eventually};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn manifest<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value) -> K {
+    serde_json::from_value(json!({
+        "apiVersion": "keymint.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("manifest matches the types")
+}
+
+fn api_key(name: &str, spec: Value) -> ApiKey {
+    manifest("APIKey", name, spec)
+}
+
+fn time(value: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Timestamp {
+    value.as_ref().expect("timestamp set").0
+}
+
+async fn secret(client: &kube::Client, namespace: &str, name: &str) -> Secret {
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .expect("secret exists")
+}
+
+/// Everything observable about a key except the Secret itself.
+async fn assert_key_not_exposed(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    status: &impl serde::Serialize,
+) {
+    assert!(
+        !serde_json::to_string(status)
+            .expect("status json")
+            .contains(key),
+        "key in status"
+    );
+    for event in events_for(client, namespace, name).await {
+        assert!(
+            !serde_json::to_string(&event)
+                .expect("event json")
+                .contains(key),
+            "key in event {:?}",
+            event.reason
+        );
+    }
+    assert!(!operator_log().contains(key), "key in the operator's log");
+}
+
+#[tokio::test]
+async fn an_api_key_is_minted_into_an_owned_secret_with_status() {
+    let (client, namespace) = setup("mint").await;
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    let spec = json!({"permissions": ["read", "models:write"], "description": "billing export", "validFor": "1h", "renewBefore": "10m",
+        "secretTemplate": {"labels": {"team": "payments"}, "annotations": {"example.com/owner": "payments"}}});
+    let created = apply(&keys, &api_key("billing", spec))
+        .await
+        .expect("apply");
+    let key = wait_ready(&keys, "billing").await;
+    let status = key.status.clone().expect("status");
+
+    let secret = secret(&client, &namespace, "billing").await;
+    let token = text(&secret, "key").expect("key in secret");
+    assert!(token.starts_with("ak_"), "default prefix");
+    keymint::keys::verify_checksum(&token).expect("token checksum");
+    assert_eq!(text(&secret, "id"), status.id);
+    assert_eq!(
+        status.key_sha256.as_deref(),
+        Some(sha256_hex(&token).as_str()),
+        "status hash matches the Secret's key"
+    );
+    assert_eq!(
+        annotation(&secret, "keymint.dev/key-sha256"),
+        status.key_sha256
+    );
+    assert_eq!(annotation(&secret, "keymint.dev/key-id"), status.id);
+    assert!(annotation(&secret, "keymint.dev/expires-at").is_some());
+    assert_eq!(
+        annotation(&secret, "keymint.dev/permissions").as_deref(),
+        Some("read,models:write")
+    );
+    assert_eq!(
+        annotation(&secret, "keymint.dev/description").as_deref(),
+        Some("billing export")
+    );
+    assert_eq!(
+        annotation(&secret, "example.com/owner").as_deref(),
+        Some("payments")
+    );
+    assert_eq!(
+        secret.labels().get("team").map(String::as_str),
+        Some("payments")
+    );
+    assert_eq!(
+        secret
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("keymint")
+    );
+    assert_eq!(secret.type_.as_deref(), Some("keymint.dev/key"));
+    let owners = secret.owner_references();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].uid, created.uid().expect("uid"));
+    assert_eq!(owners[0].controller, Some(true));
+
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "KeyIssued")
+    );
+    assert_eq!(status.secret_name.as_deref(), Some("billing"));
+    assert_eq!(status.observed_generation, key.metadata.generation);
+    assert!(
+        status
+            .id
+            .as_deref()
+            .is_some_and(keymint::keys::is_valid_key_id)
+    );
+    let created_at = time(&status.created_at);
+    assert_eq!(time(&status.updated_at), created_at);
+    assert_eq!(
+        time(&status.expires_at),
+        created_at + jiff::SignedDuration::from_hours(1)
+    );
+    assert_eq!(
+        time(&status.renewal_time),
+        created_at + jiff::SignedDuration::from_mins(50)
+    );
+    assert_eq!(status.rotations, Some(0));
+
+    wait_event(&client, &namespace, "billing", "KeyIssued").await;
+    assert_key_not_exposed(&client, &namespace, "billing", &token, &key.status).await;
+}
+
+#[tokio::test]
+async fn a_key_rotates_at_expiry_minus_renew_before_and_keeps_the_previous_for_the_grace_period() {
+    let (client, namespace) = setup("rotate").await;
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    apply(&keys, &api_key("short", json!({"permissions": ["read"], "validFor": "8s", "renewBefore": "3s", "gracePeriod": "4s"}))).await.expect("apply");
+    let first = wait_ready(&keys, "short").await.status.expect("status");
+    let first_token = text(&secret(&client, &namespace, "short").await, "key").expect("key");
+    let due = time(&first.renewal_time);
+    assert_eq!(
+        due,
+        time(&first.created_at) + jiff::SignedDuration::from_secs(5)
+    );
+
+    let rotated = wait_for(&keys, "short", "a rotation", |k| {
+        k.status.as_ref().and_then(|s| s.rotations) == Some(1)
+    })
+    .await
+    .status
+    .expect("status");
+    let rotated_at = time(&rotated.created_at);
+    let slip = rotated_at.duration_since(due);
+    assert!(
+        slip >= jiff::SignedDuration::ZERO && slip <= jiff::SignedDuration::from_secs(2),
+        "rotated {slip:?} after it was due"
+    );
+    assert_ne!(rotated.id, first.id, "a new key id");
+    assert_eq!(rotated.previous_id, first.id);
+    assert_eq!(
+        time(&rotated.previous_expires_at),
+        rotated_at + jiff::SignedDuration::from_secs(4)
+    );
+
+    let during_grace = secret(&client, &namespace, "short").await;
+    assert_eq!(
+        text(&during_grace, "previous-key").as_deref(),
+        Some(first_token.as_str())
+    );
+    assert_eq!(text(&during_grace, "previous-id"), first.id);
+    assert_ne!(
+        text(&during_grace, "key").as_deref(),
+        Some(first_token.as_str())
+    );
+    wait_event(&client, &namespace, "short", "KeyRotated").await;
+
+    // The grace period ends: the previous key is removed (before the next rotation).
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let after_grace = eventually("the previous key to be removed", WAIT, || {
+        let secrets = secrets.clone();
+        async move {
+            let secret = secrets.get("short").await.map_err(|e| e.to_string())?;
+            if text(&secret, "previous-key").is_none() {
+                Ok(secret)
+            } else {
+                Err("previous-key still there".into())
+            }
+        }
+    })
+    .await;
+    assert!(text(&after_grace, "previous-id").is_none());
+    assert!(annotation(&after_grace, "keymint.dev/previous-id").is_none());
+    let now = Timestamp::now();
+    assert!(
+        now >= time(&rotated.previous_expires_at),
+        "removed no earlier than the grace period's end"
+    );
+    assert_key_not_exposed(&client, &namespace, "short", &first_token, &rotated).await;
+}
+
+#[tokio::test]
+async fn a_rotate_request_rotates_exactly_once() {
+    let (client, namespace) = setup("request").await;
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    apply(&keys, &api_key("manual", json!({"permissions": ["read"]})))
+        .await
+        .expect("apply");
+    let first = wait_ready(&keys, "manual").await.status.expect("status");
+    assert_eq!(first.expires_at, None, "no expiry asked, none given");
+
+    let mut requested = api_key("manual", json!({"permissions": ["read"]}));
+    requested.metadata.annotations = Some(
+        [(
+            "keymint.dev/rotate-request".to_string(),
+            "2026-11-23T12:00".to_string(),
+        )]
+        .into(),
+    );
+    apply(&keys, &requested).await.expect("apply");
+    let rotated = wait_for(&keys, "manual", "the requested rotation", |k| {
+        k.status.as_ref().and_then(|s| s.rotations) == Some(1)
+    })
+    .await;
+    let status = rotated.status.clone().expect("status");
+    assert_ne!(status.id, first.id);
+    assert_eq!(
+        status.last_rotate_request.as_deref(),
+        Some("2026-11-23T12:00")
+    );
+
+    // A later spec change is reconciled with the same request: no second rotation.
+    let mut edited = requested.clone();
+    edited.spec.description = Some("now with a description".into());
+    let edited = apply(&keys, &edited).await.expect("apply");
+    let after = wait_for(&keys, "manual", "the edit to be observed", |k| {
+        k.status.as_ref().and_then(|s| s.observed_generation) == edited.metadata.generation
+    })
+    .await;
+    let after = after.status.expect("status");
+    assert_eq!(after.rotations, Some(1));
+    assert_eq!(after.id, status.id);
+    let rotations = events_for(&client, &namespace, "manual")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("KeyRotated"))
+        .count();
+    assert_eq!(rotations, 1, "one KeyRotated event");
+}
+
+#[tokio::test]
+async fn editing_the_lifetime_recomputes_the_expiry_without_minting() {
+    let (client, namespace) = setup("edit").await;
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    apply(
+        &keys,
+        &api_key("edit", json!({"permissions": ["read"], "validFor": "1h"})),
+    )
+    .await
+    .expect("apply");
+    let first = wait_ready(&keys, "edit").await.status.expect("status");
+    let token = text(&secret(&client, &namespace, "edit").await, "key").expect("key");
+
+    let edited = apply(
+        &keys,
+        &api_key("edit", json!({"permissions": ["read"], "validFor": "2h"})),
+    )
+    .await
+    .expect("apply");
+    let after = wait_for(&keys, "edit", "the new expiry", |k| {
+        k.status.as_ref().and_then(|s| s.observed_generation) == edited.metadata.generation
+    })
+    .await;
+    let after = after.status.expect("status");
+    assert_eq!(after.id, first.id, "same key");
+    assert_eq!(after.rotations, Some(0));
+    assert_eq!(
+        time(&after.expires_at),
+        time(&first.created_at) + jiff::SignedDuration::from_hours(2)
+    );
+    let expires_at = Timestamp::now() + jiff::SignedDuration::from_hours(24 * 400);
+    let pinned = apply(&keys, &api_key("edit", json!({"permissions": ["read"], "validFor": "2h", "expiresAt": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}))).await.expect("apply");
+    let pinned_status = wait_for(&keys, "edit", "expiresAt observed", |k| {
+        k.status.as_ref().and_then(|s| s.observed_generation) == pinned.metadata.generation
+    })
+    .await
+    .status
+    .expect("status");
+    assert_eq!(pinned_status.id, first.id);
+    assert_eq!(
+        time(&pinned_status.expires_at),
+        time(&first.created_at) + jiff::SignedDuration::from_hours(2),
+        "validFor still earlier than expiresAt"
+    );
+    let secret = secret(&client, &namespace, "edit").await;
+    assert_eq!(
+        text(&secret, "key").as_deref(),
+        Some(token.as_str()),
+        "the key itself is unchanged"
+    );
+    assert_eq!(
+        annotation(&secret, "keymint.dev/expires-at"),
+        pinned_status
+            .expires_at
+            .as_ref()
+            .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_secret_keymint_does_not_own_is_never_touched() {
+    let (client, namespace) = setup("conflict").await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let foreign = Secret {
+        metadata: ObjectMeta {
+            name: Some("taken".into()),
+            ..Default::default()
+        },
+        string_data: Some([("password".to_string(), "hunter2".to_string())].into()),
+        ..Default::default()
+    };
+    let before = secrets
+        .create(&PostParams::default(), &foreign)
+        .await
+        .expect("foreign secret");
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    apply(
+        &keys,
+        &api_key(
+            "wants-taken",
+            json!({"permissions": ["read"], "secretName": "taken"}),
+        ),
+    )
+    .await
+    .expect("apply");
+    let key = wait_reason(&keys, "wants-taken", "False", "SecretConflict").await;
+    let message = &key.status.as_ref().expect("status").conditions[0].message;
+    assert!(
+        message.contains("spec.secretName") && message.contains("taken"),
+        "{message}"
+    );
+    let event = wait_event(&client, &namespace, "wants-taken", "SecretConflict").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let after = secrets.get("taken").await.expect("still there");
+    assert_eq!(
+        after.resource_version(),
+        before.resource_version(),
+        "not written"
+    );
+    assert_eq!(after.data, before.data);
+
+    // Two keymint resources naming the same Secret: the second gets the conflict.
+    apply(
+        &keys,
+        &api_key(
+            "first-owner",
+            json!({"permissions": ["read"], "secretName": "shared"}),
+        ),
+    )
+    .await
+    .expect("apply");
+    wait_ready(&keys, "first-owner").await;
+    apply(
+        &keys,
+        &api_key(
+            "second-owner",
+            json!({"permissions": ["read"], "secretName": "shared"}),
+        ),
+    )
+    .await
+    .expect("apply");
+    let second = wait_reason(&keys, "second-owner", "False", "SecretConflict").await;
+    assert!(
+        second.status.expect("status").conditions[0]
+            .message
+            .contains("APIKey/"),
+        "names the other keymint resource"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_secret_is_restored_with_a_new_key() {
+    let (client, namespace) = setup("restore").await;
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    apply(&keys, &api_key("lost", json!({"permissions": ["read"]})))
+        .await
+        .expect("apply");
+    let first = wait_ready(&keys, "lost").await.status.expect("status");
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    secrets
+        .delete("lost", &DeleteParams::default())
+        .await
+        .expect("delete secret");
+    let restored = wait_for(&keys, "lost", "a new key", |k| {
+        k.status
+            .as_ref()
+            .is_some_and(|s| s.id != first.id && s.id.is_some())
+    })
+    .await;
+    let restored = restored.status.expect("status");
+    let secret = secret(&client, &namespace, "lost").await;
+    assert_eq!(text(&secret, "id"), restored.id);
+    assert_eq!(
+        restored.key_sha256,
+        Some(sha256_hex(&text(&secret, "key").expect("key")))
+    );
+    let event = wait_event(&client, &namespace, "lost", "KeyRestored").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+}
+
+#[tokio::test]
+async fn an_edited_key_is_detected_by_its_hash_and_replaced() {
+    let (client, namespace) = setup("tamper").await;
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    apply(
+        &keys,
+        &api_key("tampered", json!({"permissions": ["read"]})),
+    )
+    .await
+    .expect("apply");
+    let first = wait_ready(&keys, "tampered").await.status.expect("status");
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let edit = json!({"data": {"key": ByteString(b"ak_chosen-by-an-attacker".to_vec())}});
+    secrets
+        .patch("tampered", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("edit the key");
+    let replaced = wait_for(&keys, "tampered", "a replacement key", |k| {
+        k.status.as_ref().is_some_and(|s| s.id != first.id)
+    })
+    .await
+    .status
+    .expect("status");
+    let secret = secret(&client, &namespace, "tampered").await;
+    let token = text(&secret, "key").expect("key");
+    assert_ne!(token, "ak_chosen-by-an-attacker");
+    assert_eq!(replaced.key_sha256, Some(sha256_hex(&token)));
+    wait_event(&client, &namespace, "tampered", "KeyReplaced").await;
+}
+
+#[tokio::test]
+async fn a_service_account_key_follows_its_service_account() {
+    let (client, namespace) = setup("sak").await;
+    let keys = Api::<ServiceAccountKey>::namespaced(client.clone(), &namespace);
+    let key: ServiceAccountKey = manifest(
+        "ServiceAccountKey",
+        "robot-key",
+        json!({"serviceAccountName": "robot"}),
+    );
+    apply(&keys, &key).await.expect("apply");
+    let missing = wait_reason(&keys, "robot-key", "False", "ServiceAccountNotFound").await;
+    assert!(
+        missing.status.expect("status").conditions[0]
+            .message
+            .contains("spec.serviceAccountName")
+    );
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    assert!(
+        secrets.get_opt("robot-key").await.expect("get").is_none(),
+        "no key without the account"
+    );
+
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), &namespace);
+    let account = || ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("robot".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let first_account = accounts
+        .create(&PostParams::default(), &account())
+        .await
+        .expect("create account");
+    let issued = wait_ready(&keys, "robot-key").await.status.expect("status");
+    let secret = secrets.get("robot-key").await.expect("secret");
+    assert!(text(&secret, "key").expect("key").starts_with("sak_"));
+    assert_eq!(
+        annotation(&secret, "keymint.dev/bound-uid"),
+        first_account.uid()
+    );
+
+    accounts
+        .delete("robot", &DeleteParams::default())
+        .await
+        .expect("delete account");
+    let revoked = wait_reason(&keys, "robot-key", "False", "ServiceAccountNotFound")
+        .await
+        .status
+        .expect("status");
+    assert_eq!(revoked.id, None, "no key reported after revocation");
+    eventually("the Secret to be revoked", WAIT, || {
+        let secrets = secrets.clone();
+        async move {
+            if secrets
+                .get_opt("robot-key")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                Ok(())
+            } else {
+                Err("still there".into())
+            }
+        }
+    })
+    .await;
+    wait_event(&client, &namespace, "robot-key", "KeyRevoked").await;
+
+    let second_account = accounts
+        .create(&PostParams::default(), &account())
+        .await
+        .expect("re-create account");
+    let reissued = wait_ready(&keys, "robot-key").await.status.expect("status");
+    assert_ne!(reissued.id, issued.id, "a new identity gets a new key");
+    let secret = secrets.get("robot-key").await.expect("secret");
+    assert_eq!(
+        annotation(&secret, "keymint.dev/bound-uid"),
+        second_account.uid()
+    );
+}
+
+#[tokio::test]
+async fn root_keys_go_only_to_allowed_namespaces() {
+    let (client, _) = setup("root").await;
+    let roots = Api::<RootKey>::all(client.clone());
+    let suffix = Timestamp::now().as_nanosecond() % 1_000_000;
+    let default_name = format!("root-default-{suffix}");
+    let allowed_name = format!("root-allowed-{suffix}");
+    let denied_name = format!("root-denied-{suffix}");
+    apply(
+        &roots,
+        &manifest::<RootKey>("RootKey", &default_name, json!({"validFor": "24h"})),
+    )
+    .await
+    .expect("apply");
+    apply(
+        &roots,
+        &manifest::<RootKey>(
+            "RootKey",
+            &allowed_name,
+            json!({"secretNamespace": ROOT_KEY_NAMESPACE}),
+        ),
+    )
+    .await
+    .expect("apply");
+    apply(
+        &roots,
+        &manifest::<RootKey>(
+            "RootKey",
+            &denied_name,
+            json!({"secretNamespace": "default"}),
+        ),
+    )
+    .await
+    .expect("apply");
+
+    let default_key = wait_ready(&roots, &default_name)
+        .await
+        .status
+        .expect("status");
+    assert_eq!(
+        default_key.secret_namespace.as_deref(),
+        Some(OPERATOR_NAMESPACE)
+    );
+    let secret = secret(&client, OPERATOR_NAMESPACE, &default_name).await;
+    assert!(text(&secret, "key").expect("key").starts_with("rk_"));
+    let allowed = wait_ready(&roots, &allowed_name)
+        .await
+        .status
+        .expect("status");
+    assert_eq!(
+        allowed.secret_namespace.as_deref(),
+        Some(ROOT_KEY_NAMESPACE)
+    );
+    let allowed_secret = self::secret(&client, ROOT_KEY_NAMESPACE, &allowed_name).await;
+    assert_eq!(text(&allowed_secret, "id"), allowed.id);
+
+    let denied = wait_reason(&roots, &denied_name, "False", "NamespaceNotAllowed").await;
+    assert!(
+        denied.status.expect("status").conditions[0]
+            .message
+            .contains("spec.secretNamespace")
+    );
+    assert!(
+        Api::<Secret>::namespaced(client.clone(), "default")
+            .get_opt(&denied_name)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    for name in [&default_name, &allowed_name, &denied_name] {
+        roots
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("clean up");
+    }
+}
+
+#[tokio::test]
+async fn deletion_policy_decides_what_happens_to_the_secret() {
+    let (client, namespace) = setup("deletion").await;
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    apply(&keys, &api_key("goes", json!({"permissions": ["read"]})))
+        .await
+        .expect("apply");
+    apply(
+        &keys,
+        &api_key(
+            "stays",
+            json!({"permissions": ["read"], "deletionPolicy": "Retain"}),
+        ),
+    )
+    .await
+    .expect("apply");
+    wait_ready(&keys, "goes").await;
+    wait_ready(&keys, "stays").await;
+    assert!(
+        secret(&client, &namespace, "stays")
+            .await
+            .owner_references()
+            .is_empty(),
+        "Retain: no owner reference"
+    );
+
+    keys.delete("goes", &DeleteParams::default())
+        .await
+        .expect("delete");
+    keys.delete("stays", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the owned Secret to be garbage-collected", WAIT, || {
+        let secrets = secrets.clone();
+        async move {
+            if secrets
+                .get_opt("goes")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                Ok(())
+            } else {
+                Err("still there".into())
+            }
+        }
+    })
+    .await;
+    eventually("the APIKey to be gone", WAIT, || {
+        let keys = keys.clone();
+        async move {
+            if keys
+                .get_opt("stays")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                Ok(())
+            } else {
+                Err("still there".into())
+            }
+        }
+    })
+    .await;
+    let kept = secrets.get("stays").await.expect("retained secret");
+    assert!(text(&kept, "key").is_some());
+}
+
+#[tokio::test]
+async fn an_up_to_date_key_causes_no_writes_on_a_resync() {
+    let (client, namespace) = setup("rest").await;
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    let names: Vec<String> = (0..5).map(|i| format!("idle-{i}")).collect();
+    for name in &names {
+        apply(
+            &keys,
+            &api_key(
+                name,
+                json!({"permissions": ["read"], "validFor": "24h", "gracePeriod": "1h"}),
+            ),
+        )
+        .await
+        .expect("apply");
+    }
+    for name in &names {
+        wait_ready(&keys, name).await;
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let versions = |items: Vec<Secret>| {
+        items
+            .into_iter()
+            .map(|s| (s.name_any(), s.resource_version()))
+            .collect::<BTreeSet<_>>()
+    };
+    let secrets_before = versions(secrets.list(&Default::default()).await.expect("list").items);
+    let statuses_before: Vec<_> = keys
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .map(|k| (k.name_any(), serde_json::to_value(&k.status).expect("json")))
+        .collect();
+    let plane = plane();
+    let mark = plane.audit_events().expect("audit").len();
+
+    // Force a resync: touch every resource's metadata (no generation change),
+    // which makes the operator reconcile each one again.
+    for name in &names {
+        let touch = json!({"metadata": {"labels": {"touched": "yes"}}});
+        keys.patch(name, &PatchParams::default(), &Patch::Merge(&touch))
+            .await
+            .expect("touch");
+    }
+    // Each reconcile reads the Secret: wait until the operator has read all of them.
+    eventually(
+        "the operator to reconcile every touched key",
+        WAIT,
+        || async {
+            let events = plane.audit_events().map_err(|e| e.to_string())?;
+            let read: BTreeSet<String> = events[mark..]
+                .iter()
+                .filter(|e| e.user.username == OPERATOR_USER && e.verb == "get")
+                .filter_map(|e| e.object_ref.as_ref())
+                .filter(|r| {
+                    r.resource == "secrets" && r.namespace.as_deref() == Some(namespace.as_str())
+                })
+                .filter_map(|r| r.name.clone())
+                .collect();
+            if names.iter().all(|n| read.contains(n)) {
+                Ok(())
+            } else {
+                Err(format!("read so far: {read:?}"))
+            }
+        },
+    )
+    .await;
+
+    let writes: Vec<String> = plane.audit_events().expect("audit")[mark..]
+        .iter()
+        .filter(|e| {
+            e.user.username == OPERATOR_USER
+                && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete")
+        })
+        .filter(|e| {
+            e.object_ref.as_ref().and_then(|r| r.namespace.as_deref()) == Some(namespace.as_str())
+        })
+        .map(|e| format!("{} {}", e.verb, e.request_uri))
+        .collect();
+    assert!(writes.is_empty(), "writes at rest: {writes:?}");
+    assert_eq!(
+        versions(secrets.list(&Default::default()).await.expect("list").items),
+        secrets_before
+    );
+    let statuses_after: Vec<_> = keys
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .map(|k| (k.name_any(), serde_json::to_value(&k.status).expect("json")))
+        .collect();
+    assert_eq!(statuses_after, statuses_before);
+}

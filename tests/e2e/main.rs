@@ -1,0 +1,6 @@
+//! Integration tests against the real local control plane: one control plane
+//! and one operator process per test binary; each test in its own namespace.
+
+mod support;
+
+mod controller;
