@@ -11,7 +11,9 @@ case "$action" in
     fi
     mkdir -p "$dir"
     rm -f "$dir/kubeconfig"
-    nohup target/debug/keymint-testenv up "$dir" > "$dir/testenv.out" 2>&1 &
+    # Its own session: a terminal Ctrl-C reaches `make run`, which stops the
+    # operator first and then this control plane.
+    setsid nohup target/debug/keymint-testenv up "$dir" > "$dir/testenv.out" 2>&1 &
     echo $! > "$pidfile"
     deadline=$((SECONDS + 120))
     until grep -q '^export KUBECONFIG=' "$dir/testenv.out" 2>/dev/null; do
