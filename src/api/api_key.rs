@@ -18,6 +18,9 @@ pub const MAX_PERMISSIONS: u32 = 64;
 pub const MAX_DESCRIPTION_LENGTH: u32 = 1024;
 
 /// Desired state of an APIKey.
+// clippy's duplicated_attributes misfires on the repeated `type_ = ...` of
+// kube's `printcolumn(...)` lists.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "keymint.dev",

@@ -116,9 +116,9 @@ pub struct KeySpecCommon {
     pub renew_before: Option<String>,
 
     /// How long the previous key stays valid after a rotation, as a Go duration
-    /// (`24h`, `15m`), at most `876000h`. During this time the Secret also holds `previous-key` and
-    /// `previous-id`, so consumers can roll over without downtime. Default: `0s`,
-    /// the previous key is dropped at once.
+    /// (`24h`, `15m`), at most `876000h`. During this time the Secret also
+    /// holds `previous-key` and `previous-id`, so consumers can roll over
+    /// without downtime. Default: `0s`, the previous key is dropped at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = DURATION_MAX_LENGTH))]
     #[x_kube(validation = duration_rule("spec.gracePeriod", "0s"))]

@@ -7,6 +7,9 @@ use super::common::{KeySpec, KeySpecCommon, KeyStatus};
 use super::schema::{DNS1123_LABEL_PATTERN, no_nullable};
 
 /// Desired state of a RootKey.
+// clippy's duplicated_attributes misfires on the repeated `type_ = ...` of
+// kube's `printcolumn(...)` lists.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "keymint.dev",

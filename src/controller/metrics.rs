@@ -24,6 +24,8 @@ pub struct ErrorLabels {
     pub category: String,
 }
 
+const KINDS: [&str; 3] = ["RootKey", "ServiceAccountKey", "APIKey"];
+
 /// Issued keys: resource identity -> expiry (None: never expires), per kind.
 type KeyBook = HashMap<String, (String, Option<Timestamp>)>;
 
@@ -71,6 +73,13 @@ impl Default for Metrics {
             "Time spent in one reconciliation",
             duration.clone(),
         );
+        // Every kind's series exist from the start, so dashboards see zeros, not gaps.
+        for kind in KINDS {
+            let label = KindLabel { kind: kind.into() };
+            reconciles.get_or_create(&label);
+            rotations.get_or_create(&label);
+            keys.get_or_create(&label);
+        }
         Metrics {
             registry,
             reconciles,
@@ -152,7 +161,7 @@ impl Metrics {
         for (kind, _) in book.values() {
             *counts.entry(kind.as_str()).or_default() += 1;
         }
-        for kind in ["RootKey", "ServiceAccountKey", "APIKey"] {
+        for kind in KINDS {
             self.keys
                 .get_or_create(&KindLabel { kind: kind.into() })
                 .set(counts.get(kind).copied().unwrap_or(0));

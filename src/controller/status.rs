@@ -14,6 +14,8 @@ use crate::keys::plan::KeyRecord;
 
 pub const READY: &str = "Ready";
 pub const KEY_ISSUED: &str = "KeyIssued";
+/// `status.lastRotateRequest`'s maxLength in the CRD.
+const MAX_ROTATE_REQUEST_CHARS: usize = 1024;
 
 /// The Ready condition to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +92,11 @@ pub fn issued(
         previous_id: record.previous.as_ref().map(|p| p.id.clone()),
         previous_expires_at: record.previous.as_ref().map(|p| Time(p.until)),
         rotations: Some(i64::try_from(record.rotations).unwrap_or(i64::MAX)),
-        last_rotate_request: record.rotate_request.clone(),
+        // The schema caps it (an annotation value may be far longer).
+        last_rotate_request: record
+            .rotate_request
+            .as_ref()
+            .map(|r| r.chars().take(MAX_ROTATE_REQUEST_CHARS).collect()),
         observed_generation: generation,
         conditions: vec![condition(current, ready, generation, now)],
     }

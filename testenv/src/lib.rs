@@ -26,6 +26,8 @@ pub const ADMIN_USER: &str = "keymint-admin";
 /// User name the operator runs as in tests, so the audit log can tell its
 /// requests apart from the test's own.
 pub const OPERATOR_USER: &str = "keymint-operator";
+/// A second operator identity (`system:masters`), for a second replica.
+pub const STANDBY_OPERATOR_USER: &str = "keymint-operator-standby";
 
 const START_ATTEMPTS: usize = 3;
 const READY_DEADLINE: Duration = Duration::from_secs(90);
@@ -105,6 +107,7 @@ pub struct ControlPlane {
     ports: Ports,
     admin_token: String,
     operator_token: String,
+    standby_token: String,
 }
 
 /// Options for [`ControlPlane::start`].
@@ -149,6 +152,7 @@ impl ControlPlane {
                 ports,
                 admin_token: random_token(),
                 operator_token: random_token(),
+                standby_token: random_token(),
             };
             match plane.boot() {
                 Ok(()) => {
@@ -181,6 +185,11 @@ impl ControlPlane {
             OPERATOR_USER,
             &self.operator_token.clone(),
         )?;
+        self.write_kubeconfig(
+            &self.standby_kubeconfig_path(),
+            STANDBY_OPERATOR_USER,
+            &self.standby_token.clone(),
+        )?;
         self.wait_ready()?;
         self.start_controller_manager()?;
         Ok(())
@@ -206,6 +215,11 @@ impl ControlPlane {
         self.dir.join("operator.kubeconfig")
     }
 
+    /// Kubeconfig of the second operator identity ([`STANDBY_OPERATOR_USER`]).
+    pub fn standby_kubeconfig_path(&self) -> PathBuf {
+        self.dir.join("standby.kubeconfig")
+    }
+
     /// The API server's audit log (JSON lines, metadata level).
     pub fn audit_log_path(&self) -> PathBuf {
         self.dir.join("audit.log")
@@ -221,8 +235,8 @@ impl ControlPlane {
         write(
             "tokens.csv",
             &format!(
-                "{},{ADMIN_USER},uid-admin,\"system:masters\"\n{},{OPERATOR_USER},uid-operator,\"system:masters\"\n",
-                self.admin_token, self.operator_token
+                "{},{ADMIN_USER},uid-admin,\"system:masters\"\n{},{OPERATOR_USER},uid-operator,\"system:masters\"\n{},{STANDBY_OPERATOR_USER},uid-standby,\"system:masters\"\n",
+                self.admin_token, self.operator_token, self.standby_token
             ),
         )?;
         write(

@@ -23,23 +23,65 @@ pub const OPERATOR_NAMESPACE: &str = "keymint-system";
 pub const ROOT_KEY_NAMESPACE: &str = "keymint-roots";
 pub const TEST_MANAGER: &str = "e2e-test";
 
+/// A `keymint run` process started by a test.
 pub struct Operator {
     pub child: Mutex<Child>,
     pub log: PathBuf,
     pub metrics_port: u16,
 }
 
-/// The control plane with keymint's CRDs installed and one operator running.
-pub fn plane() -> &'static ControlPlane {
-    operator();
-    ControlPlane::shared()
+impl Operator {
+    /// Starts `keymint run` as the identity in `kubeconfig`, with `extra` arguments.
+    pub fn start(
+        name: &str,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
+        let plane = cluster();
+        let log = plane.dir().join(format!("{name}.log"));
+        let metrics_port = keymint_testenv::free_port().expect("free port");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
+        command.args([
+            "run",
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--operator-namespace",
+            OPERATOR_NAMESPACE,
+            "--root-key-namespaces",
+            &format!("{OPERATOR_NAMESPACE},{ROOT_KEY_NAMESPACE}"),
+            // Debug level: the log scans prove keys stay out of the log even here.
+            "--log-level",
+            "debug,hyper=info,tower=info,kube_client=info,rustls=info,h2=info",
+            "--log-format",
+            "json",
+            "--metrics-address",
+            &format!("127.0.0.1:{metrics_port}"),
+        ]);
+        command.args(extra).envs(env.iter().copied());
+        let child =
+            keymint_testenv::spawn_tied_to_process(command, &log).expect("start keymint run");
+        Operator {
+            child: Mutex::new(child),
+            log,
+            metrics_port,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.lock().expect("child").id()).expect("pid fits")
+    }
 }
 
-/// The shared operator process (started on first use).
-pub fn operator() -> &'static Operator {
-    static OPERATOR: OnceLock<Operator> = OnceLock::new();
-    OPERATOR.get_or_init(|| {
-        let plane = ControlPlane::shared();
+/// The control plane with keymint's CRDs and the operator's namespaces installed.
+pub fn cluster() -> &'static ControlPlane {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        ControlPlane::shared();
         // Set-up runs on its own runtime: each test has its own.
         std::thread::spawn(|| {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -50,32 +92,26 @@ pub fn operator() -> &'static Operator {
         })
         .join()
         .expect("set-up panicked");
-        let log = plane.dir().join("operator.log");
-        let metrics_port = keymint_testenv::free_port().expect("free port");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
-        command.args([
-            "run",
-            "--kubeconfig",
-            &plane.operator_kubeconfig_path().display().to_string(),
-            "--operator-namespace",
-            OPERATOR_NAMESPACE,
-            "--root-key-namespaces",
-            &format!("{OPERATOR_NAMESPACE},{ROOT_KEY_NAMESPACE}"),
-            "--log-level",
-            "debug,hyper=info,tower=info,kube_client=info,rustls=info",
-            "--log-format",
-            "json",
-            "--metrics-address",
-            &format!("127.0.0.1:{metrics_port}"),
-            "--leader-elect=false",
-        ]);
-        let child =
-            keymint_testenv::spawn_tied_to_process(command, &log).expect("start keymint run");
-        Operator {
-            child: Mutex::new(child),
-            log,
-            metrics_port,
-        }
+    });
+    ControlPlane::shared()
+}
+
+/// The control plane with one operator running (the controller tests share it).
+pub fn plane() -> &'static ControlPlane {
+    operator();
+    cluster()
+}
+
+/// The shared operator process (started on first use).
+pub fn operator() -> &'static Operator {
+    static OPERATOR: OnceLock<Operator> = OnceLock::new();
+    OPERATOR.get_or_init(|| {
+        Operator::start(
+            "operator",
+            &cluster().operator_kubeconfig_path(),
+            &["--leader-elect=false"],
+            &[],
+        )
     })
 }
 
@@ -261,7 +297,7 @@ pub async fn wait_event(client: &kube::Client, namespace: &str, name: &str, reas
     .await
 }
 
-/// The operator's log so far.
+/// The shared operator's log so far.
 pub fn operator_log() -> String {
-    std::fs::read_to_string(&operator().log).unwrap_or_default()
+    operator().log()
 }

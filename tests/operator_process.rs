@@ -1,0 +1,262 @@
+//! The `keymint run` process itself on the real control plane: leader election
+//! between two replicas, graceful shutdown on SIGTERM, health and metrics.
+//! Its own test binary (so its own control plane): these tests start and kill
+//! operators, which must not race the controller tests' shared one.
+
+#[allow(dead_code)]
+#[path = "e2e/support.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use keymint::api::ApiKey;
+use keymint_testenv::{OPERATOR_USER, STANDBY_OPERATOR_USER, eventually};
+use kube::api::Api;
+use serde_json::json;
+use support::*;
+
+const LEASE_SECONDS: u64 = 4;
+
+fn api_key(name: &str) -> ApiKey {
+    serde_json::from_value(json!({
+        "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
+        "metadata": {"name": name}, "spec": {"permissions": ["read"]}
+    }))
+    .expect("manifest")
+}
+
+/// A plain HTTP GET on loopback (status code, body).
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    leases
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+/// Writes by `user` to keymint's objects (Secrets, key resources, Events) in `namespace`.
+fn writes_by(user: &str, namespace: &str, after: usize) -> Vec<String> {
+    cluster().audit_events().expect("audit")[after..]
+        .iter()
+        .filter(|e| {
+            e.user.username == user
+                && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete")
+        })
+        .filter(|e| {
+            e.object_ref.as_ref().is_some_and(|r| {
+                r.namespace.as_deref() == Some(namespace) && r.resource != "leases"
+            })
+        })
+        .map(|e| format!("{} {}", e.verb, e.request_uri))
+        .collect()
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
+    let plane = cluster();
+    let client = plane.client().await.expect("client");
+    let namespace = plane
+        .namespace(&client, "election")
+        .await
+        .expect("namespace");
+    let lease_name = "election-test";
+    let mark = plane.audit_events().expect("audit").len();
+    let args = [
+        "--leader-elect=true",
+        "--lease-name",
+        lease_name,
+        "--lease-duration",
+        "4",
+        "--watch-namespace",
+        namespace.as_str(),
+    ];
+    let first = Operator::start(
+        "replica-a",
+        &plane.operator_kubeconfig_path(),
+        &args,
+        &[("POD_NAME", "replica-a")],
+    );
+    let leases = Api::<Lease>::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    eventually("replica-a to take the Lease", WAIT, || async {
+        holder(&leases, lease_name)
+            .await
+            .filter(|h| h == "replica-a")
+            .ok_or("no holder".to_string())
+    })
+    .await;
+    let second = Operator::start(
+        "replica-b",
+        &plane.standby_kubeconfig_path(),
+        &args,
+        &[("POD_NAME", "replica-b")],
+    );
+
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    apply(&keys, &api_key("elected")).await.expect("apply");
+    wait_ready(&keys, "elected").await;
+    // The follower is up (it answers /readyz) yet has written nothing.
+    eventually("replica-b to serve /readyz", WAIT, || async {
+        http_get(second.metrics_port, "/readyz")
+            .map_err(|e| format!("{e}; log:\n{}", second.log()))
+            .and_then(|(c, _)| if c == 200 { Ok(()) } else { Err(c.to_string()) })
+    })
+    .await;
+    assert_eq!(
+        holder(&leases, lease_name).await.as_deref(),
+        Some("replica-a")
+    );
+    assert!(
+        !writes_by(OPERATOR_USER, &namespace, mark).is_empty(),
+        "the leader wrote the key"
+    );
+    assert_eq!(
+        writes_by(STANDBY_OPERATOR_USER, &namespace, mark),
+        Vec::<String>::new(),
+        "the follower writes nothing"
+    );
+
+    // Kill the leader outright: the follower takes over within the lease time.
+    let killed_at = Instant::now();
+    // SAFETY: SIGKILL to our own child process.
+    unsafe { libc::kill(first.pid(), libc::SIGKILL) };
+    eventually("replica-b to take the Lease", WAIT, || async {
+        holder(&leases, lease_name)
+            .await
+            .filter(|h| h == "replica-b")
+            .ok_or("not yet".to_string())
+    })
+    .await;
+    let hand_over = killed_at.elapsed();
+    assert!(
+        hand_over <= Duration::from_secs(LEASE_SECONDS * 2),
+        "hand-over took {hand_over:?} with a {LEASE_SECONDS}s lease"
+    );
+
+    let mark = plane.audit_events().expect("audit").len();
+    apply(&keys, &api_key("after-failover"))
+        .await
+        .expect("apply");
+    wait_ready(&keys, "after-failover").await;
+    assert!(
+        !writes_by(STANDBY_OPERATOR_USER, &namespace, mark).is_empty(),
+        "the new leader writes"
+    );
+    assert!(!second.log().contains("panicked"));
+
+    // SIGTERM: the leader stops cleanly, releasing the Lease at once.
+    // SAFETY: SIGTERM to our own child process.
+    unsafe { libc::kill(second.pid(), libc::SIGTERM) };
+    let status = eventually("replica-b to exit after SIGTERM", WAIT, || async {
+        second
+            .child
+            .lock()
+            .expect("child")
+            .try_wait()
+            .map_err(|e| e.to_string())?
+            .ok_or("running".to_string())
+    })
+    .await;
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        second.log()
+    );
+    assert_eq!(
+        holder(&leases, lease_name).await,
+        None,
+        "the Lease was released"
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served() {
+    let plane = cluster();
+    let client = plane.client().await.expect("client");
+    let namespace = plane
+        .namespace(&client, "metrics")
+        .await
+        .expect("namespace");
+    let operator = Operator::start(
+        "metrics",
+        &plane.operator_kubeconfig_path(),
+        &[
+            "--leader-elect=false",
+            "--watch-namespace",
+            namespace.as_str(),
+        ],
+        &[],
+    );
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    let mut expiring = api_key("measured");
+    expiring.spec.common.valid_for = Some("1h".into());
+    apply(&keys, &expiring).await.expect("apply");
+    wait_ready(&keys, "measured").await;
+
+    let (code, body) = http_get(operator.metrics_port, "/healthz").expect("healthz");
+    assert_eq!((code, body.as_str()), (200, "ok"));
+    assert_eq!(
+        http_get(operator.metrics_port, "/readyz")
+            .expect("readyz")
+            .0,
+        200
+    );
+    let metrics = eventually("metrics for the APIKey", WAIT, || async {
+        let (_, body) = http_get(operator.metrics_port, "/metrics").map_err(|e| e.to_string())?;
+        if body.contains("keymint_keys{kind=\"APIKey\"} 1") {
+            Ok(body)
+        } else {
+            Err(body)
+        }
+    })
+    .await;
+    for expected in [
+        "keymint_reconciles_total{kind=\"APIKey\"}",
+        "keymint_rotations_total{kind=\"APIKey\"} 0",
+        "keymint_keys{kind=\"RootKey\"} 0",
+        "keymint_seconds_until_earliest_expiry",
+        "keymint_reconcile_duration_seconds_count{kind=\"APIKey\"}",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from\n{metrics}"
+        );
+    }
+    let earliest: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("keymint_seconds_until_earliest_expiry "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("earliest expiry value");
+    assert!(
+        earliest > 3000.0 && earliest <= 3600.0,
+        "seconds until the 1h key expires: {earliest}"
+    );
+    // SAFETY: SIGTERM to our own child process.
+    unsafe { libc::kill(operator.pid(), libc::SIGTERM) };
+}
