@@ -76,9 +76,9 @@ impl Default for Metrics {
         // Every kind's series exist from the start, so dashboards see zeros, not gaps.
         for kind in KINDS {
             let label = KindLabel { kind: kind.into() };
-            reconciles.get_or_create(&label);
-            rotations.get_or_create(&label);
-            keys.get_or_create(&label);
+            let _ = reconciles.get_or_create(&label);
+            let _ = rotations.get_or_create(&label);
+            let _ = keys.get_or_create(&label);
         }
         Metrics {
             registry,
