@@ -68,12 +68,8 @@ async fn drive<K: KeyResource>(
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
-fn stopped(
-    mut shutdown: watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send + Sync + 'static {
-    async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Runs every controller until `shutdown` turns true.

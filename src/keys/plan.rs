@@ -37,6 +37,8 @@ pub struct PreviousKey {
 }
 
 /// What the controller found where the key should be.
+// One short-lived value per reconcile: boxing the record would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
     /// No Secret (never created, or deleted by someone).

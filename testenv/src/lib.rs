@@ -598,10 +598,7 @@ impl ControlPlane {
                         Error::NotReady(READY_DEADLINE, "control plane thread died".into())
                     })?
                 })
-                .map(|plane| {
-                    register_exit_cleanup(&plane);
-                    plane
-                })
+                .inspect(register_exit_cleanup)
                 .unwrap_or_else(|error| panic!("cannot start the local control plane: {error}"))
         })
     }
