@@ -257,6 +257,20 @@ async fn health_readiness_and_metrics_are_served() {
         earliest > 3000.0 && earliest <= 3600.0,
         "seconds until the 1h key expires: {earliest}"
     );
+
+    // A deleted resource is forgotten by the keys gauge.
+    keys.delete("measured", &Default::default())
+        .await
+        .expect("delete");
+    eventually("the keys gauge to drop to 0", WAIT, || async {
+        let (_, body) = http_get(operator.metrics_port, "/metrics").map_err(|e| e.to_string())?;
+        if body.contains("keymint_keys{kind=\"APIKey\"} 0") {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    })
+    .await;
     // SAFETY: SIGTERM to our own child process.
     unsafe { libc::kill(operator.pid(), libc::SIGTERM) };
 }

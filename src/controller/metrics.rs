@@ -146,9 +146,9 @@ impl Metrics {
         });
     }
 
-    /// A resource is gone.
-    pub fn forget(&self, owner: &str) {
-        self.key_blocked("", owner);
+    /// Keeps only the resources `keep` accepts (the others are gone).
+    pub fn retain_keys(&self, keep: impl Fn(&str) -> bool) {
+        self.update_book(|book| book.retain(|owner, _| keep(owner)));
     }
 
     fn update_book(&self, change: impl FnOnce(&mut KeyBook)) {

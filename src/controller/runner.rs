@@ -3,14 +3,15 @@
 //! caches other applications' Secrets); ServiceAccountKeys also watch
 //! ServiceAccounts.
 
-use std::future::Future;
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::Api;
 use kube::runtime::controller::{Controller, Error as ControllerError};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
@@ -20,6 +21,8 @@ use super::engine::{error_policy, reconcile};
 use super::secret::{MANAGED_BY, MANAGED_BY_LABEL, OWNER};
 use super::{Context, KeyResource};
 use crate::api::{ApiKey, RootKey, ServiceAccountKey};
+
+const FORGET_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Where namespaced resources are watched: everywhere, or in listed namespaces.
 #[derive(Debug, Clone)]
@@ -76,6 +79,7 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool>) {
     let client = ctx.client.clone();
     let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    let mut listers: Vec<OwnerLister> = Vec::new();
 
     // RootKeys are cluster-scoped; their Secrets live in the allowed namespaces.
     let mut root_keys = Controller::new(
@@ -89,6 +93,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             |secret| owner_of::<RootKey>(&secret),
         );
     }
+    listers.push(lister(root_keys.store()));
     tasks.push(Box::pin(drive(
         root_keys,
         ctx.clone(),
@@ -110,6 +115,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             managed_secrets(),
             |secret| owner_of::<ApiKey>(&secret),
         );
+        listers.push(lister(api_keys.store()));
         tasks.push(Box::pin(drive(
             api_keys,
             ctx.clone(),
@@ -121,6 +127,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             watcher::Config::default(),
         );
         let store = account_keys.store();
+        listers.push(lister(store.clone()));
         let account_keys = account_keys
             .watches(
                 namespaced_api::<Secret>(&client, namespace),
@@ -150,7 +157,36 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             stopped(shutdown.clone()),
         )));
     }
+    tasks.push(Box::pin(forget_deleted(ctx.clone(), listers, shutdown)));
     futures::future::join_all(tasks).await;
+}
+
+/// Lists the owner ids of the resources a controller's cache holds.
+type OwnerLister = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
+fn lister<K: KeyResource>(store: Store<K>) -> OwnerLister {
+    Box::new(move || store.state().iter().map(|key| key.owner_id()).collect())
+}
+
+/// Deleted resources are never reconciled again, so the metrics forget them
+/// by comparing with the caches now and then.
+async fn forget_deleted(
+    ctx: Arc<Context>,
+    listers: Vec<OwnerLister>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(FORGET_INTERVAL);
+    let stop = stopped(shutdown);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let present: HashSet<String> = listers.iter().flat_map(|list| list()).collect();
+                ctx.metrics.retain_keys(|owner| present.contains(owner));
+            }
+            _ = &mut stop => return,
+        }
+    }
 }
 
 fn namespaced_api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
