@@ -56,7 +56,7 @@ pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> R
     };
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let owner = resource.owner_id();
-    let existing = match secret::classify(secrets.get_opt(&secret_name).await?, &owner) {
+    let mut existing = match secret::classify(secrets.get_opt(&secret_name).await?, &owner) {
         Found::Nothing => None,
         Found::Ours(secret) => Some(*secret),
         Found::Foreign { owner: other } => {
@@ -184,7 +184,7 @@ pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> R
             .and_then(|s| secret::data_text(s, secret::DATA_PREVIOUS_KEY))
             .map(|k| Zeroizing::new(k.to_string())),
     };
-    let desired = secret::desired_secret(&SecretContent {
+    let mut desired = secret::desired_secret(&SecretContent {
         name: &secret_name,
         namespace: &namespace,
         owner: &owner,
@@ -199,13 +199,19 @@ pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> R
     if secret::needs_write(existing.as_ref(), &desired) {
         // Secret first: the record in it is the truth, so a crash before the
         // status write never mints twice.
-        secrets
+        let mut written = secrets
             .patch(
                 &secret_name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&desired),
             )
             .await?;
+        secret::wipe(&mut written);
+    }
+    // Key material does not outlive the write (the token itself is Zeroizing).
+    secret::wipe(&mut desired);
+    if let Some(existing) = existing.as_mut() {
+        secret::wipe(existing);
     }
     drop(minted);
     announce(&*resource, &ctx, &plan.change, &plan.record.id, &kind).await;

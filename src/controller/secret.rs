@@ -97,6 +97,15 @@ pub fn data_text<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
         .and_then(|v| std::str::from_utf8(&v.0).ok())
 }
 
+/// Overwrites the values an in-memory Secret holds (keys among them) before
+/// it is dropped.
+pub fn wipe(secret: &mut Secret) {
+    use zeroize::Zeroize;
+    for value in secret.data.iter_mut().flat_map(|data| data.values_mut()) {
+        value.0.zeroize();
+    }
+}
+
 /// Reads the key's record from our Secret. A record that cannot be read
 /// (someone edited the annotations) counts as a lost key: it is replaced.
 pub fn observe(secret: &Secret) -> Observed {
@@ -396,6 +405,21 @@ mod tests {
         );
         assert_eq!(data_text(&secret, DATA_PREVIOUS_KEY), Some("ak_old"));
         assert_eq!(secret.type_.as_deref(), Some(SECRET_TYPE));
+    }
+
+    #[test]
+    fn wipe_overwrites_every_value() {
+        let record = record();
+        let empty = BTreeMap::new();
+        let mut secret = desired_secret(&content(&record, &empty));
+        wipe(&mut secret);
+        for value in secret.data.iter().flat_map(|d| d.values()) {
+            assert!(value.0.iter().all(|b| *b == 0) || value.0.is_empty());
+        }
+        assert_eq!(
+            data_text(&secret, DATA_KEY).map(|k| k.contains("ak_token")),
+            Some(false)
+        );
     }
 
     #[test]
