@@ -255,22 +255,34 @@ impl ControlPlane {
     }
 
     fn spawn(&self, component: &'static str, args: &[String]) -> Result<()> {
-        let log_path = self.dir.join(format!("{component}.log"));
-        let log = fs::File::create(&log_path)
-            .map_err(io_err(format!("create {}", log_path.display())))?;
-        let log_err = log.try_clone().map_err(io_err("clone log handle"))?;
         let mut command = Command::new(bin_dir().join(component));
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        kill_with_parent(&mut command);
-        let child = command
-            .spawn()
-            .map_err(io_err(format!("start {component}")))?;
+        command.args(args);
+        let child = spawn_tied_to_process(command, &self.dir.join(format!("{component}.log")))?;
         self.lock_processes().push((component, child));
         Ok(())
+    }
+
+    /// Restarts `etcd` or `kube-apiserver` in place (same ports, same data) for
+    /// fault tests, and waits until the API server is ready again. Blocking:
+    /// call it from `tokio::task::spawn_blocking`.
+    pub fn restart_component(&self, component: &str) -> Result<()> {
+        self.stop_component(component);
+        self.start_component(component)?;
+        self.wait_ready()
+    }
+
+    /// Starts a stopped `etcd` or `kube-apiserver` again (same ports, same data).
+    pub fn start_component(&self, component: &str) -> Result<()> {
+        match component {
+            "etcd" => self.start_etcd(),
+            _ => self.start_apiserver(),
+        }
+    }
+
+    /// Blocks until `/readyz` answers and namespace `default` exists, with a
+    /// deadline. Blocking: call it from `tokio::task::spawn_blocking`.
+    pub fn wait_until_ready(&self) -> Result<()> {
+        self.wait_ready()
     }
 
     fn lock_processes(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, Child)>> {
@@ -630,7 +642,12 @@ pub fn spawn_tied_to_process(mut command: Command, log: &Path) -> Result<Child> 
             });
         Mutex::new(sender)
     });
-    let out = fs::File::create(log).map_err(io_err(format!("create {}", log.display())))?;
+    // Appends: a restarted process keeps its earlier log (tests scan all of it).
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io_err(format!("open {}", log.display())))?;
     let err = out.try_clone().map_err(io_err("clone log handle"))?;
     command.stdin(Stdio::null()).stdout(out).stderr(err);
     kill_with_parent(&mut command);
@@ -691,6 +708,10 @@ fn kill_with_parent(command: &mut Command) {
 }
 
 fn terminate(name: &str, child: &mut Child) {
+    if let Ok(mut pids) = EXIT_PIDS.lock() {
+        // Never signal a pid at exit that may have been reused since.
+        pids.retain(|pid| *pid != child.id());
+    }
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
