@@ -539,4 +539,70 @@ mod tests {
             .insert(DATA_KEY.into(), ByteString(b"ak_other".to_vec()));
         assert!(needs_write(Some(&edited), &desired));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Keys shaped like what users (and attackers) write: reserved
+        /// domains, look-alike subdomains, and ordinary keys.
+        fn template_key() -> impl Strategy<Value = String> {
+            let domain = prop_oneof![
+                Just("kubernetes.io".to_string()),
+                Just("k8s.io".to_string()),
+                Just("argocd.argoproj.io".to_string()),
+                Just("keymint.dev".to_string()),
+                Just("app.kubernetes.io".to_string()),
+                Just("kubernetes.io.evil.com".to_string()),
+                "[a-z]{1,8}(\\.[a-z]{1,8}){0,2}",
+                "[a-z]{1,6}\\.(kubernetes\\.io|k8s\\.io|keymint\\.dev|argocd\\.argoproj\\.io)",
+            ];
+            let name = prop_oneof![
+                Just("instance".to_string()),
+                Just("managed-by".to_string()),
+                Just("owner".to_string()),
+                Just("key-sha256".to_string()),
+                "[a-zA-Z0-9][-a-zA-Z0-9_.]{0,20}",
+            ];
+            prop_oneof![
+                (domain, name).prop_map(|(d, n)| format!("{d}/{n}")),
+                "[a-z][-a-z0-9]{0,20}"
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn templates_never_set_reserved_keys_or_displace_keymints_own(
+                labels in proptest::collection::btree_map(template_key(), "[a-z0-9]{0,12}", 0..24),
+                annotations in proptest::collection::btree_map(template_key(), ".{0,40}", 0..24),
+            ) {
+                let record = record();
+                let mut content = content(&record, &labels);
+                content.template_annotations = &annotations;
+                let secret = desired_secret(&content);
+                let written_labels = secret.metadata.labels.clone().unwrap_or_default();
+                let written_annotations = secret.metadata.annotations.clone().unwrap_or_default();
+                prop_assert_eq!(written_labels.get(MANAGED_BY_LABEL).map(String::as_str), Some(MANAGED_BY));
+                prop_assert_eq!(written_annotations.get(OWNER).map(String::as_str), Some("APIKey/ns/k"));
+                prop_assert_eq!(written_annotations.get(KEY_SHA256), Some(&record.sha256));
+                for key in labels.keys().chain(annotations.keys()) {
+                    let ours = key == MANAGED_BY_LABEL || key.starts_with("keymint.dev/");
+                    if is_reserved_key(key) && !ours {
+                        prop_assert!(!written_labels.contains_key(key) && !written_annotations.contains_key(key), "{} was copied", key);
+                    }
+                }
+                for key in written_labels.keys().chain(written_annotations.keys()) {
+                    let ours = key == MANAGED_BY_LABEL || key.starts_with("keymint.dev/");
+                    prop_assert!(ours || !is_reserved_key(key), "{} is reserved", key);
+                }
+                prop_assert_eq!(secret.type_.as_deref(), Some(SECRET_TYPE));
+            }
+
+            #[test]
+            fn is_reserved_key_never_panics(key in ".{0,80}") {
+                let _ = is_reserved_key(&key);
+            }
+        }
+    }
 }
