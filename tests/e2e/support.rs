@@ -50,14 +50,18 @@ impl Operator {
             OPERATOR_NAMESPACE,
             "--root-key-namespaces",
             &format!("{OPERATOR_NAMESPACE},{ROOT_KEY_NAMESPACE}"),
-            // Debug level: the log scans prove keys stay out of the log even here.
-            "--log-level",
-            "debug,hyper=info,tower=info,kube_client=info,rustls=info,h2=info",
             "--log-format",
             "json",
             "--metrics-address",
             &format!("127.0.0.1:{metrics_port}"),
         ]);
+        if !extra.contains(&"--log-level") {
+            // Debug level: the log scans prove keys stay out of the log even here.
+            command.args([
+                "--log-level",
+                "debug,hyper=info,tower=info,kube_client=info,rustls=info,h2=info",
+            ]);
+        }
         command.args(extra).envs(env.iter().copied());
         let child =
             keymint_testenv::spawn_tied_to_process(command, &log).expect("start keymint run");
