@@ -787,3 +787,136 @@ async fn an_up_to_date_key_causes_no_writes_on_a_resync() {
         .collect();
     assert_eq!(statuses_after, statuses_before);
 }
+
+#[tokio::test]
+async fn an_api_key_author_cannot_reach_another_namespace_or_a_foreign_secret() {
+    let plane = plane();
+    let (admin, namespace_a) = setup("authority-a").await;
+    let namespace_b = plane
+        .namespace(&admin, "authority-b")
+        .await
+        .expect("namespace");
+    // A Secret in B the author must never reach, and one in A it does not own.
+    for (namespace, name) in [
+        (namespace_b.as_str(), "target"),
+        (namespace_a.as_str(), "not-yours"),
+    ] {
+        Api::<Secret>::namespaced(admin.clone(), namespace)
+            .create(
+                &PostParams::default(),
+                &Secret {
+                    metadata: ObjectMeta {
+                        name: Some(name.into()),
+                        ..Default::default()
+                    },
+                    string_data: Some(
+                        [("password".to_string(), format!("{name}-value-0001"))].into(),
+                    ),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("secret");
+    }
+    let author = plane
+        .service_account_client(
+            &admin,
+            &namespace_a,
+            "author",
+            vec![keymint_testenv::rule(
+                &["keymint.dev"],
+                &["apikeys"],
+                &["create", "get", "list", "patch"],
+            )],
+        )
+        .await
+        .expect("author");
+    let mark = plane.audit_events().expect("audit").len();
+    let keys = Api::<ApiKey>::namespaced(author.clone(), &namespace_a);
+
+    // A namespace is not a name: refused by the schema.
+    let across = apply(
+        &keys,
+        &api_key(
+            "across",
+            json!({"permissions": ["read"], "secretName": format!("{namespace_b}/target")}),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(&across, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("spec.secretName")),
+        "{across:?}"
+    );
+    // Its own namespace only, and never another application's Secret.
+    apply(
+        &keys,
+        &api_key(
+            "grab",
+            json!({"permissions": ["read"], "secretName": "not-yours"}),
+        ),
+    )
+    .await
+    .expect("apply");
+    let grab = wait_reason(
+        &Api::<ApiKey>::namespaced(admin.clone(), &namespace_a),
+        "grab",
+        "False",
+        "SecretConflict",
+    )
+    .await;
+    assert!(
+        !serde_json::to_string(&grab)
+            .expect("json")
+            .contains("not-yours-value-0001")
+    );
+    // The author's key works, in A.
+    apply(&keys, &api_key("mine", json!({"permissions": ["read"]})))
+        .await
+        .expect("apply");
+    wait_ready(
+        &Api::<ApiKey>::namespaced(admin.clone(), &namespace_a),
+        "mine",
+    )
+    .await;
+    // RootKeys (which name a namespace) are cluster admins' only.
+    let root: RootKey = manifest(
+        "RootKey",
+        "author-root",
+        json!({"secretNamespace": namespace_b}),
+    );
+    let denied = apply(&Api::<RootKey>::all(author.clone()), &root).await;
+    assert!(
+        matches!(&denied, Err(kube::Error::Api(s)) if s.code == 403),
+        "{denied:?}"
+    );
+
+    // The operator wrote nothing in B, and B's Secret is untouched.
+    let writes_in_b: Vec<String> = plane.audit_events().expect("audit")[mark..]
+        .iter()
+        .filter(|e| {
+            e.user.username == OPERATOR_USER
+                && e.verb != "get"
+                && e.verb != "list"
+                && e.verb != "watch"
+        })
+        .filter(|e| {
+            e.object_ref.as_ref().and_then(|r| r.namespace.as_deref()) == Some(namespace_b.as_str())
+        })
+        .map(|e| e.request_uri.clone())
+        .collect();
+    assert!(writes_in_b.is_empty(), "{writes_in_b:?}");
+    let target = Api::<Secret>::namespaced(admin.clone(), &namespace_b)
+        .get("target")
+        .await
+        .expect("target");
+    assert!(target.annotations().get("keymint.dev/owner").is_none());
+    assert_eq!(
+        Api::<Secret>::namespaced(admin.clone(), &namespace_a)
+            .get("not-yours")
+            .await
+            .expect("secret")
+            .annotations()
+            .get("keymint.dev/owner"),
+        None
+    );
+}
