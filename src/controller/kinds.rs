@@ -76,22 +76,42 @@ pub trait KeyResource:
     }
 }
 
+/// The accessors every kind implements alike: the spec's shared fields and the status.
+macro_rules! spec_and_status_accessors {
+    () => {
+        fn common(&self) -> &KeySpecCommon {
+            self.spec.common()
+        }
+
+        fn token_prefix(&self) -> &str {
+            self.spec.token_prefix()
+        }
+
+        fn key_status(&self) -> Option<&KeyStatus> {
+            self.status.as_ref()
+        }
+    };
+}
+
+/// A namespaced kind: its API and its Secret are in its own namespace.
+macro_rules! in_own_namespace {
+    () => {
+        fn api(client: kube::Client, resource: &Self) -> Api<Self> {
+            Api::namespaced(client, &resource.namespace().unwrap_or_default())
+        }
+
+        fn secret_namespace(&self, _settings: &Settings) -> Result<String, Blocked> {
+            own_namespace(self)
+        }
+    };
+}
+
 impl KeyResource for RootKey {
     fn api(client: kube::Client, _resource: &Self) -> Api<Self> {
         Api::all(client)
     }
 
-    fn common(&self) -> &KeySpecCommon {
-        self.spec.common()
-    }
-
-    fn token_prefix(&self) -> &str {
-        self.spec.token_prefix()
-    }
-
-    fn key_status(&self) -> Option<&KeyStatus> {
-        self.status.as_ref()
-    }
+    spec_and_status_accessors!();
 
     fn secret_namespace(&self, settings: &Settings) -> Result<String, Blocked> {
         let namespace = self
@@ -114,25 +134,8 @@ impl KeyResource for RootKey {
 }
 
 impl KeyResource for ServiceAccountKey {
-    fn api(client: kube::Client, resource: &Self) -> Api<Self> {
-        Api::namespaced(client, &resource.namespace().unwrap_or_default())
-    }
-
-    fn common(&self) -> &KeySpecCommon {
-        self.spec.common()
-    }
-
-    fn token_prefix(&self) -> &str {
-        self.spec.token_prefix()
-    }
-
-    fn key_status(&self) -> Option<&KeyStatus> {
-        self.status.as_ref()
-    }
-
-    fn secret_namespace(&self, _settings: &Settings) -> Result<String, Blocked> {
-        own_namespace(self)
-    }
+    in_own_namespace!();
+    spec_and_status_accessors!();
 
     fn secret_annotations(&self) -> BTreeMap<String, String> {
         BTreeMap::from([(
@@ -167,25 +170,8 @@ fn service_account_missing(namespace: &str, name: &str) -> Blocked {
 }
 
 impl KeyResource for ApiKey {
-    fn api(client: kube::Client, resource: &Self) -> Api<Self> {
-        Api::namespaced(client, &resource.namespace().unwrap_or_default())
-    }
-
-    fn common(&self) -> &KeySpecCommon {
-        self.spec.common()
-    }
-
-    fn token_prefix(&self) -> &str {
-        self.spec.token_prefix()
-    }
-
-    fn key_status(&self) -> Option<&KeyStatus> {
-        self.status.as_ref()
-    }
-
-    fn secret_namespace(&self, _settings: &Settings) -> Result<String, Blocked> {
-        own_namespace(self)
-    }
+    in_own_namespace!();
+    spec_and_status_accessors!();
 
     /// Permissions travel with the key so verifiers can read them; they never
     /// grant anything in Kubernetes.
