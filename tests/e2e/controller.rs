@@ -514,22 +514,7 @@ async fn a_service_account_key_follows_its_service_account() {
         .status
         .expect("status");
     assert_eq!(revoked.id, None, "no key reported after revocation");
-    eventually("the Secret to be revoked", WAIT, || {
-        let secrets = secrets.clone();
-        async move {
-            if secrets
-                .get_opt("robot-key")
-                .await
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
-                Ok(())
-            } else {
-                Err("still there".into())
-            }
-        }
-    })
-    .await;
+    wait_gone(&secrets, "robot-key", "the Secret to be revoked").await;
     wait_event(&client, &namespace, "robot-key", "KeyRevoked").await;
 
     let second_account = accounts
@@ -655,38 +640,8 @@ async fn deletion_policy_decides_what_happens_to_the_secret() {
     keys.delete("stays", &DeleteParams::default())
         .await
         .expect("delete");
-    eventually("the owned Secret to be garbage-collected", WAIT, || {
-        let secrets = secrets.clone();
-        async move {
-            if secrets
-                .get_opt("goes")
-                .await
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
-                Ok(())
-            } else {
-                Err("still there".into())
-            }
-        }
-    })
-    .await;
-    eventually("the APIKey to be gone", WAIT, || {
-        let keys = keys.clone();
-        async move {
-            if keys
-                .get_opt("stays")
-                .await
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
-                Ok(())
-            } else {
-                Err("still there".into())
-            }
-        }
-    })
-    .await;
+    wait_gone(&secrets, "goes", "the owned Secret to be garbage-collected").await;
+    wait_gone(&keys, "stays", "the APIKey to be gone").await;
     let kept = secrets.get("stays").await.expect("retained secret");
     assert!(text(&kept, "key").is_some());
 }

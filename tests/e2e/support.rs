@@ -305,3 +305,17 @@ pub async fn wait_event(client: &kube::Client, namespace: &str, name: &str, reas
 pub fn operator_log() -> String {
     operator().log()
 }
+
+/// Waits until `name` no longer exists (`what` says why it should go).
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, what: &str)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, WAIT, || async {
+        match api.get_opt(name).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err(format!("{name} still there")),
+        }
+    })
+    .await
+}
