@@ -72,3 +72,27 @@ cluster-down: ## stop the control plane started by cluster-up
 .PHONY: clean
 clean: ## remove build output (keeps the Go and cargo caches)
 	rm -rf target bin .venv .cluster
+
+## ---- Helm chart ----
+
+.PHONY: chart-crds
+chart-crds: crds ## regenerate crds/ and copy them into the Helm chart (charts/keymint/files/crds/)
+	rm -f charts/keymint/files/crds/*.yaml
+	cp crds/*.yaml charts/keymint/files/crds/
+
+.PHONY: chart-docs
+chart-docs: ## regenerate the values table in charts/keymint/README.md from values.yaml
+	python3 scripts/chart-docs.py
+
+## ---- fault suite at soak scale ----
+
+.PHONY: soak
+soak: controlplane tools ## the crash-safety suite at 1,000 keys and 20 SIGKILLs (make test runs 300 and 10)
+	KEYMINT_FAULT_KEYS=1000 KEYMINT_FAULT_KILLS=20 cargo test --locked --test fault_crash -- --nocapture
+
+## ---- benchmark ----
+
+.PHONY: bench
+bench: controlplane ## keymint against the API server at 1,000 and 10,000 keys (release build; results in bench/results/)
+	cargo build --release -p keymint-bench --bin keymint-bench && cargo build --release --bin keymint
+	target/release/keymint-bench --keymint target/release/keymint --out bench/results $(BENCH_ARGS)
