@@ -429,3 +429,209 @@ pub fn error_policy<K: KeyResource>(resource: Arc<K>, error: &Error, ctx: Arc<Co
         .reconcile_failed(&K::kind(&()), error.category());
     Action::requeue(ERROR_REQUEUE)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The engine against a mocked API server: which requests one reconcile
+    //! makes, in which order, with what in them. (The behaviours themselves are
+    //! proven against a real API server in tests/e2e.)
+
+    use std::sync::Arc;
+
+    use http::{Method, Request, Response, StatusCode};
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use super::reconcile;
+    use crate::api::ApiKey;
+    use crate::controller::{Context, Metrics, Settings};
+    use crate::keys::sha256_hex;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn context() -> (Arc<Context>, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let settings = Settings {
+            operator_namespace: "keymint-system".into(),
+            root_key_namespaces: vec!["keymint-system".into()],
+        };
+        (
+            Arc::new(Context::new(client, Arc::new(Metrics::default()), settings)),
+            handle,
+        )
+    }
+
+    fn api_key(status: Option<Value>) -> ApiKey {
+        let mut object = json!({
+            "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
+            "metadata": {"name": "billing", "namespace": "team", "uid": "uid-1", "generation": 1},
+            "spec": {"permissions": ["read"], "validFor": "1h"}
+        });
+        if let Some(status) = status {
+            object["status"] = status;
+        }
+        serde_json::from_value(object).expect("api key")
+    }
+
+    /// Takes the next request, checks its method and path, and answers it.
+    async fn expect(
+        handle: &mut Handle,
+        method: Method,
+        path: &str,
+        answer: impl FnOnce(Value) -> (StatusCode, Value),
+    ) -> Value {
+        let (request, respond) = handle.next_request().await.expect("a request");
+        assert_eq!((request.method(), request.uri().path()), (&method, path));
+        let body = request.into_body().collect_bytes().await.expect("body");
+        let body: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).expect("json body")
+        };
+        let (status, reply) = answer(body.clone());
+        let reply = serde_json::to_vec(&reply).expect("reply");
+        respond.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(reply))
+                .expect("response"),
+        );
+        body
+    }
+
+    fn not_found(_: Value) -> (StatusCode, Value) {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
+        (StatusCode::NOT_FOUND, status)
+    }
+
+    /// The API server answers a status patch with the whole object.
+    fn status_reply(body: Value) -> (StatusCode, Value) {
+        let mut object = serde_json::to_value(api_key(None)).expect("json");
+        object["status"] = body["status"].clone();
+        (StatusCode::OK, object)
+    }
+
+    fn echo(body: Value) -> (StatusCode, Value) {
+        (StatusCode::OK, body)
+    }
+
+    #[tokio::test]
+    async fn a_new_key_is_written_before_its_status_and_announced_without_the_key() {
+        let (ctx, mut handle) = context();
+        let resource = Arc::new(api_key(None));
+        let run = tokio::spawn(reconcile(resource, ctx));
+
+        expect(
+            &mut handle,
+            Method::GET,
+            "/api/v1/namespaces/team/secrets/billing",
+            not_found,
+        )
+        .await;
+        let secret = expect(
+            &mut handle,
+            Method::PATCH,
+            "/api/v1/namespaces/team/secrets/billing",
+            echo,
+        )
+        .await;
+        let event = expect(
+            &mut handle,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/team/events",
+            echo,
+        )
+        .await;
+        let status = expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/keymint.dev/v1alpha1/namespaces/team/apikeys/billing/status",
+            status_reply,
+        )
+        .await;
+        run.await.expect("join").expect("reconcile");
+
+        let secret: Secret = serde_json::from_value(secret).expect("secret");
+        let key = crate::controller::secret::data_text(&secret, "key")
+            .expect("key")
+            .to_string();
+        assert!(key.starts_with("ak_"));
+        assert_eq!(secret.type_.as_deref(), Some("keymint.dev/key"));
+        assert_eq!(
+            secret
+                .metadata
+                .owner_references
+                .as_ref()
+                .map(|r| r[0].uid.as_str()),
+            Some("uid-1")
+        );
+        assert_eq!(status["status"]["keySHA256"], json!(sha256_hex(&key)));
+        assert_eq!(
+            status["status"]["conditions"][0]["reason"],
+            json!("KeyIssued")
+        );
+        assert_eq!(event["reason"], json!("KeyIssued"));
+        assert!(!event.to_string().contains(&key) && !status.to_string().contains(&key));
+    }
+
+    #[tokio::test]
+    async fn an_up_to_date_key_costs_one_read_and_no_write() {
+        // First reconcile: capture what keymint writes.
+        let (ctx, mut handle) = context();
+        let run = tokio::spawn(reconcile(Arc::new(api_key(None)), ctx));
+        expect(
+            &mut handle,
+            Method::GET,
+            "/api/v1/namespaces/team/secrets/billing",
+            not_found,
+        )
+        .await;
+        let secret = expect(
+            &mut handle,
+            Method::PATCH,
+            "/api/v1/namespaces/team/secrets/billing",
+            echo,
+        )
+        .await;
+        expect(
+            &mut handle,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/team/events",
+            echo,
+        )
+        .await;
+        let status = expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/keymint.dev/v1alpha1/namespaces/team/apikeys/billing/status",
+            status_reply,
+        )
+        .await;
+        run.await.expect("join").expect("reconcile");
+
+        // Second reconcile of the same state: one GET, nothing else.
+        let (ctx, mut handle) = context();
+        let run = tokio::spawn(reconcile(
+            Arc::new(api_key(Some(status["status"].clone()))),
+            ctx,
+        ));
+        expect(
+            &mut handle,
+            Method::GET,
+            "/api/v1/namespaces/team/secrets/billing",
+            move |_| (StatusCode::OK, secret),
+        )
+        .await;
+        run.await.expect("join").expect("reconcile");
+        // The reconcile has finished and dropped its client: the mock reports
+        // the end rather than another request.
+        let next =
+            tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request()).await;
+        assert!(
+            matches!(next, Ok(None)),
+            "no further request after the read"
+        );
+    }
+}
