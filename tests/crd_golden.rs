@@ -249,10 +249,15 @@ fn cel_rules_in_place() {
             rules(&properties["gracePeriod"]),
             ["spec.gracePeriod must be at least 0s and at most 876000h"]
         );
+        assert_eq!(
+            rules(&properties["expiresAt"]),
+            ["spec.expiresAt must not be later than 9999-12-30T00:00:00Z"]
+        );
         let template = &properties["secretTemplate"]["properties"];
-        for field in ["labels", "annotations"] {
+        // Key syntax and reserved keys for both; annotations also bound value bytes.
+        for (field, expected) in [("labels", 2), ("annotations", 3)] {
             let messages = rules(&template[field]);
-            assert_eq!(messages.len(), 2, "{field}: {messages:?}");
+            assert_eq!(messages.len(), expected, "{field}: {messages:?}");
             assert!(
                 messages
                     .iter()
@@ -267,7 +272,7 @@ fn cel_rules_in_place() {
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
         });
-        assert_eq!(count, 8, "{}", crd.spec.names.kind);
+        assert_eq!(count, 10, "{}", crd.spec.names.kind);
     }
 }
 

@@ -95,6 +95,7 @@ pub struct KeySpecCommon {
     /// `validFor` unset): keys never expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = RFC3339_PATTERN), length(max = 35))]
+    #[x_kube(validation = expires_at_rule())]
     pub expires_at: Option<Time>,
 
     /// Lifetime of every key minted for this resource, as a Go duration of
@@ -227,13 +228,14 @@ pub struct SecretTemplate {
     pub labels: BTreeMap<String, String>,
 
     /// Annotations added to the Secret, e.g. `team.example.com/owner: billing`.
-    /// At most 32, values of at most 4096 characters. The same keys as for
+    /// At most 32, values of at most 4096 bytes. The same keys as for
     /// `labels` are reserved and refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "template_annotations_schema")]
     #[x_kube(
         validation = metadata_keys_rule("spec.secretTemplate.annotations"),
         validation = reserved_keys_rule("spec.secretTemplate.annotations"),
+        validation = annotation_bytes_rule("spec.secretTemplate.annotations"),
     )]
     pub annotations: BTreeMap<String, String>,
 }
@@ -374,6 +376,32 @@ fn duration_rule(field: &str, min: &str) -> Rule {
     .reason(Reason::FieldValueInvalid)
 }
 
+/// Latest `expiresAt` accepted: the controller's timestamps (jiff) end on
+/// 9999-12-30, and an object it cannot read would stall the watch of its kind.
+pub const MAX_EXPIRES_AT: &str = "9999-12-30T00:00:00Z";
+
+/// `expiresAt` no later than [`MAX_EXPIRES_AT`] (the field's `date-time`
+/// format makes it a CEL timestamp).
+fn expires_at_rule() -> Rule {
+    Rule::new(format!("self <= timestamp({})", cel_str(MAX_EXPIRES_AT)))
+        .message(Message::Message(format!(
+            "spec.expiresAt must not be later than {MAX_EXPIRES_AT}"
+        )))
+        .reason(Reason::FieldValueInvalid)
+}
+
+/// Annotation values bounded in bytes (the Secret's 256 KiB limit is in bytes;
+/// `maxLength` counts characters, up to 4 bytes each).
+fn annotation_bytes_rule(field: &str) -> Rule {
+    Rule::new(format!(
+        "self.all(k, size(bytes(self[k])) <= {MAX_ANNOTATION_VALUE_LENGTH})"
+    ))
+    .message(Message::Message(format!(
+        "{field}: values must be at most {MAX_ANNOTATION_VALUE_LENGTH} bytes"
+    )))
+    .reason(Reason::FieldValueInvalid)
+}
+
 /// `renewBefore` < `validFor` when both are set (and both well-formed).
 fn renew_before_rule() -> Rule {
     let pattern = cel_str(DURATION_PATTERN);
@@ -389,12 +417,15 @@ fn renew_before_rule() -> Rule {
 /// Every key of a label/annotation map is a well-formed qualified name.
 fn metadata_keys_rule(field: &str) -> Rule {
     Rule::new(format!(
-        "self.all(k, size(k) <= {MAX_METADATA_KEY_LENGTH} && k.matches({}))",
-        cel_str(METADATA_KEY_PATTERN)
+        "self.all(k, size(k) <= {MAX_METADATA_KEY_LENGTH} && k.matches({}) && !k.matches({}))",
+        cel_str(METADATA_KEY_PATTERN),
+        // The prefix is a DNS subdomain: at most 253 characters.
+        cel_str("^[^/]{254,}/"),
     ))
     .message(Message::Message(format!(
-        "{field}: keys must be qualified names (an optional DNS subdomain and '/', then 1 to 63 \
-         letters, digits, '-', '_' or '.'), at most {MAX_METADATA_KEY_LENGTH} characters"
+        "{field}: keys must be qualified names (an optional DNS subdomain of at most 253 \
+         characters and '/', then 1 to 63 letters, digits, '-', '_' or '.'), at most \
+         {MAX_METADATA_KEY_LENGTH} characters"
     )))
     .reason(Reason::FieldValueInvalid)
 }

@@ -27,7 +27,8 @@ use crate::keys::plan::{
     self, Change, MintReason, NewKey, Observed, PlanError, RotateReason, Wanted,
 };
 use crate::keys::{
-    ExpiryPolicy, TokenError, parse_duration, truncate_to_second, try_mint_token, try_new_key_id,
+    ExpiryPolicy, TokenError, parse_duration, sha256_hex, truncate_to_second, try_mint_token,
+    try_new_key_id,
 };
 
 /// Even an idle key is looked at this often (it makes no writes when up to date).
@@ -35,6 +36,12 @@ const MAX_REQUEUE: Duration = Duration::from_secs(3600);
 /// A Secret owned by someone else is not watched: look again this often.
 const CONFLICT_REQUEUE: Duration = Duration::from_secs(30);
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// events.k8s.io limits an Event's note to 1 KiB.
+const MAX_EVENT_NOTE_BYTES: usize = 1024;
+/// Condition messages stay readable and far below the API server's 32 KiB.
+const MAX_CONDITION_MESSAGE_BYTES: usize = 1024;
+/// Longest rotate-request value recorded as is.
+const MAX_ROTATE_REQUEST_RECORD: usize = 253;
 
 pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let kind = K::kind(&()).to_string();
@@ -124,7 +131,7 @@ pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> R
         rotate_request: resource
             .annotations()
             .get(ROTATE_REQUEST_ANNOTATION)
-            .cloned(),
+            .map(|request| rotate_request_record(request)),
         bound_uid,
         issued_before: status.and_then(|s| s.id.as_ref()).is_some(),
     };
@@ -291,6 +298,11 @@ async fn not_ready<K: KeyResource>(
     secret_name: &str,
     requeue: Duration,
 ) -> Result<Action> {
+    // Messages can quote user input (a foreign Secret's owner annotation).
+    let blocked = Blocked {
+        message: bounded(&blocked.message, MAX_CONDITION_MESSAGE_BYTES),
+        ..blocked
+    };
     let current = resource.key_status();
     let revoked = blocked.reason == "ServiceAccountNotFound";
     let new_status = status::blocked(
@@ -410,7 +422,7 @@ async fn publish<K: KeyResource>(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(note.into()),
+        note: Some(bounded(note, MAX_EVENT_NOTE_BYTES)),
         action: action.into(),
         secondary: None,
     };
@@ -421,6 +433,29 @@ async fn publish<K: KeyResource>(
     {
         warn!(%error, reason, "cannot publish event");
     }
+}
+
+/// How a rotate request is recorded (Secret annotation, status): as given when
+/// short, else by its SHA-256, so an annotation of any size on the resource can
+/// never push the Secret or the status over the API server's limits.
+fn rotate_request_record(request: &str) -> String {
+    if request.len() <= MAX_ROTATE_REQUEST_RECORD {
+        request.to_string()
+    } else {
+        format!("sha256:{}", sha256_hex(request))
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with `…`.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 pub fn error_policy<K: KeyResource>(resource: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -506,11 +541,31 @@ mod tests {
         (StatusCode::NOT_FOUND, status)
     }
 
+    /// Waits for the reconcile with a deadline: an unexpected request would
+    /// otherwise leave it waiting for an answer forever.
+    async fn finish(
+        run: tokio::task::JoinHandle<crate::controller::Result<kube::runtime::controller::Action>>,
+    ) {
+        tokio::time::timeout(std::time::Duration::from_secs(10), run)
+            .await
+            .expect("the reconcile made no request the test did not expect")
+            .expect("join")
+            .expect("reconcile");
+    }
+
     /// The API server answers a status patch with the whole object.
     fn status_reply(body: Value) -> (StatusCode, Value) {
         let mut object = serde_json::to_value(api_key(None)).expect("json");
         object["status"] = body["status"].clone();
         (StatusCode::OK, object)
+    }
+
+    /// The API server answers a server-side apply with the object, recording
+    /// keymint as the field manager.
+    fn applied(mut body: Value) -> (StatusCode, Value) {
+        body["metadata"]["managedFields"] =
+            json!([{"manager": "keymint", "operation": "Apply", "apiVersion": "v1"}]);
+        (StatusCode::OK, body)
     }
 
     fn echo(body: Value) -> (StatusCode, Value) {
@@ -534,7 +589,7 @@ mod tests {
             &mut handle,
             Method::PATCH,
             "/api/v1/namespaces/team/secrets/billing",
-            echo,
+            applied,
         )
         .await;
         let event = expect(
@@ -551,7 +606,7 @@ mod tests {
             status_reply,
         )
         .await;
-        run.await.expect("join").expect("reconcile");
+        finish(run).await;
 
         let secret: Secret = serde_json::from_value(secret).expect("secret");
         let key = crate::controller::secret::data_text(&secret, "key")
@@ -592,7 +647,7 @@ mod tests {
             &mut handle,
             Method::PATCH,
             "/api/v1/namespaces/team/secrets/billing",
-            echo,
+            applied,
         )
         .await;
         expect(
@@ -609,7 +664,7 @@ mod tests {
             status_reply,
         )
         .await;
-        run.await.expect("join").expect("reconcile");
+        finish(run).await;
 
         // Second reconcile of the same state: one GET, nothing else.
         let (ctx, mut handle) = context();
@@ -621,10 +676,10 @@ mod tests {
             &mut handle,
             Method::GET,
             "/api/v1/namespaces/team/secrets/billing",
-            move |_| (StatusCode::OK, secret),
+            move |_| applied(secret),
         )
         .await;
-        run.await.expect("join").expect("reconcile");
+        finish(run).await;
         // The reconcile has finished and dropped its client: the mock reports
         // the end rather than another request.
         let next =

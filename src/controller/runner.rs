@@ -35,19 +35,37 @@ fn managed_secrets() -> watcher::Config {
     watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"))
 }
 
-/// Maps a managed Secret back to the resource named in its owner annotation.
-fn owner_of<K: KeyResource>(secret: &Secret) -> Option<ObjectRef<K>> {
-    let owner = secret.annotations().get(OWNER)?;
-    let mut parts = owner.split('/');
-    let kind = parts.next()?;
-    if kind != K::kind(&()) {
-        return None;
+/// Maps a managed Secret back to its resource, by the controller owner
+/// reference and by the owner annotation: an edit of either still wakes the
+/// real owner.
+fn owner_of<K: KeyResource>(secret: &Secret) -> Vec<ObjectRef<K>> {
+    let mut owners: Vec<ObjectRef<K>> = secret
+        .owner_references()
+        .iter()
+        .filter(|r| r.controller == Some(true) && r.kind == K::kind(&()))
+        .map(|r| {
+            // A cluster-scoped owner (RootKey) has no namespace.
+            let owner = ObjectRef::new(&r.name);
+            match (K::kind(&()) == "RootKey", secret.namespace()) {
+                (false, Some(namespace)) => owner.within(&namespace),
+                _ => owner,
+            }
+        })
+        .collect();
+    if let Some(owner) = secret.annotations().get(OWNER) {
+        let mut parts = owner.split('/');
+        let parsed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(kind), Some(name), None, None) if kind == K::kind(&()) => {
+                Some(ObjectRef::new(name))
+            }
+            (Some(kind), Some(namespace), Some(name), None) if kind == K::kind(&()) => {
+                Some(ObjectRef::new(name).within(namespace))
+            }
+            _ => None,
+        };
+        owners.extend(parsed.filter(|parsed| !owners.contains(parsed)));
     }
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(name), None, None) => Some(ObjectRef::new(name)),
-        (Some(namespace), Some(name), None) => Some(ObjectRef::new(name).within(namespace)),
-        _ => None,
-    }
+    owners
 }
 
 async fn drive<K: KeyResource>(

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::FIELD_MANAGER;
 use crate::keys::plan::{KeyRecord, Observed, PreviousKey};
-use crate::keys::sha256_hex;
+use crate::keys::{sha256_hex, verify_checksum};
 
 pub use crate::api::{
     EXPIRES_AT_ANNOTATION as EXPIRES_AT, KEY_ID_ANNOTATION as KEY_ID,
@@ -60,15 +60,29 @@ pub enum Found {
     },
 }
 
-/// Tells our Secret from someone else's by the owner annotation, which names
-/// the resource (`Kind/namespace/name`), so two resources can never fight
-/// over one Secret.
+/// Tells our Secret from someone else's: the owner annotation names this
+/// resource (`Kind/namespace/name`, so two resources never fight over one
+/// Secret), the type is keymint's, and keymint's own field manager applied it
+/// (so a look-alike Secret created by another tool, e.g. synced from Git, is
+/// never adopted).
 pub fn classify(secret: Option<Secret>, owner: &str) -> Found {
     match secret {
         None => Found::Nothing,
         Some(secret) => {
             let recorded = annotation(&secret, OWNER);
-            if recorded == Some(owner) && secret.type_.as_deref() == Some(SECRET_TYPE) {
+            let applied_by_keymint = secret
+                .metadata
+                .managed_fields
+                .iter()
+                .flatten()
+                .any(|entry| {
+                    entry.manager.as_deref() == Some(FIELD_MANAGER)
+                        && entry.operation.as_deref() == Some("Apply")
+                });
+            if recorded == Some(owner)
+                && secret.type_.as_deref() == Some(SECRET_TYPE)
+                && applied_by_keymint
+            {
                 Found::Ours(Box::new(secret))
             } else {
                 Found::Foreign {
@@ -111,7 +125,11 @@ pub fn wipe(secret: &mut Secret) {
 pub fn observe(secret: &Secret) -> Observed {
     match read_record(secret) {
         Some(record) => {
-            let actual_sha256 = data_text(secret, DATA_KEY).map(sha256_hex);
+            // A key keymint did not mint (wrong format or checksum) counts as
+            // tampered, even if someone planted its hash next to it.
+            let actual_sha256 = data_text(secret, DATA_KEY)
+                .filter(|key| verify_checksum(key).is_ok())
+                .map(sha256_hex);
             Observed::Present {
                 record,
                 actual_sha256,
@@ -356,10 +374,28 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 
+    /// A well-formed token (valid checksum), the same in every test.
+    fn token() -> String {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        crate::keys::mint_token_with(&mut rng, "ak", 256)
+            .expose()
+            .to_string()
+    }
+
+    /// Marks `secret` as applied by keymint's field manager, as the API server would.
+    fn applied_by_keymint(mut secret: Secret) -> Secret {
+        secret.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some(FIELD_MANAGER.into()),
+            operation: Some("Apply".into()),
+            ..Default::default()
+        }]);
+        secret
+    }
+
     fn record() -> KeyRecord {
         KeyRecord {
             id: "ABC123".into(),
-            sha256: sha256_hex("ak_token"),
+            sha256: sha256_hex(&token()),
             created_at: "2026-11-23T10:00:00Z".parse().expect("time"),
             updated_at: "2026-11-23T10:00:00Z".parse().expect("time"),
             expires_at: Some("2026-11-24T10:00:00Z".parse().expect("time")),
@@ -376,13 +412,14 @@ mod tests {
     fn content<'a>(
         record: &'a KeyRecord,
         labels: &'a BTreeMap<String, String>,
+        key: &'a str,
     ) -> SecretContent<'a> {
         SecretContent {
             name: "s",
             namespace: "ns",
             owner: "APIKey/ns/k",
             record,
-            key: "ak_token",
+            key,
             previous_key: Some("ak_old"),
             template_labels: labels,
             template_annotations: labels,
@@ -393,9 +430,10 @@ mod tests {
 
     #[test]
     fn the_record_round_trips_through_the_secret() {
+        let key = token();
         let record = record();
         let empty = BTreeMap::new();
-        let secret = desired_secret(&content(&record, &empty));
+        let secret = desired_secret(&content(&record, &empty, &key));
         assert_eq!(
             observe(&secret),
             Observed::Present {
@@ -409,24 +447,26 @@ mod tests {
 
     #[test]
     fn wipe_overwrites_every_value() {
+        let key = token();
         let record = record();
         let empty = BTreeMap::new();
-        let mut secret = desired_secret(&content(&record, &empty));
+        let mut secret = desired_secret(&content(&record, &empty, &key));
         wipe(&mut secret);
         for value in secret.data.iter().flat_map(|d| d.values()) {
             assert!(value.0.iter().all(|b| *b == 0) || value.0.is_empty());
         }
         assert_eq!(
-            data_text(&secret, DATA_KEY).map(|k| k.contains("ak_token")),
+            data_text(&secret, DATA_KEY).map(|k| k.contains(&key)),
             Some(false)
         );
     }
 
     #[test]
     fn a_broken_record_reads_as_missing() {
+        let key = token();
         let record = record();
         let empty = BTreeMap::new();
-        let mut secret = desired_secret(&content(&record, &empty));
+        let mut secret = desired_secret(&content(&record, &empty, &key));
         secret
             .metadata
             .annotations
@@ -438,6 +478,7 @@ mod tests {
 
     #[test]
     fn reserved_template_keys_are_never_copied() {
+        let key = token();
         let record = record();
         let labels = BTreeMap::from([
             (
@@ -453,7 +494,7 @@ mod tests {
             ("app.kubernetes.io/name".to_string(), "billing".to_string()),
             ("team".to_string(), "payments".to_string()),
         ]);
-        let secret = desired_secret(&content(&record, &labels));
+        let secret = desired_secret(&content(&record, &labels, &key));
         let labels = secret.metadata.labels.expect("labels");
         assert_eq!(labels.get("team").map(String::as_str), Some("payments"));
         assert_eq!(
@@ -472,12 +513,19 @@ mod tests {
 
     #[test]
     fn ownership_is_by_owner_annotation_and_type() {
+        let key = token();
         let record = record();
         let empty = BTreeMap::new();
-        let secret = desired_secret(&content(&record, &empty));
+        let secret = applied_by_keymint(desired_secret(&content(&record, &empty, &key)));
         assert!(matches!(
             classify(Some(secret.clone()), "APIKey/ns/k"),
             Found::Ours(_)
+        ));
+        // A look-alike that another tool applied (e.g. synced from Git) is not ours.
+        let planted = desired_secret(&content(&record, &empty, &key));
+        assert!(matches!(
+            classify(Some(planted), "APIKey/ns/k"),
+            Found::Foreign { .. }
         ));
         assert!(matches!(
             classify(Some(secret.clone()), "APIKey/ns/other"),
@@ -498,9 +546,10 @@ mod tests {
 
     #[test]
     fn an_identical_secret_needs_no_write_but_a_dropped_owned_field_does() {
+        let key = token();
         let record = record();
         let empty = BTreeMap::new();
-        let desired = desired_secret(&content(&record, &empty));
+        let desired = desired_secret(&content(&record, &empty, &key));
         let mut existing = desired.clone();
         assert!(!needs_write(Some(&existing), &desired));
         assert!(needs_write(None, &desired));
@@ -508,7 +557,7 @@ mod tests {
         // The grace period ended: previous-key is no longer wanted but still owned.
         let mut without_previous = record.clone();
         without_previous.previous = None;
-        let smaller = desired_secret(&content(&without_previous, &empty));
+        let smaller = desired_secret(&content(&without_previous, &empty, &key));
         existing.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
             manager: Some(FIELD_MANAGER.into()),
             operation: Some("Apply".into()),
@@ -578,7 +627,8 @@ mod tests {
                 annotations in proptest::collection::btree_map(template_key(), ".{0,40}", 0..24),
             ) {
                 let record = record();
-                let mut content = content(&record, &labels);
+                let key = token();
+                let mut content = content(&record, &labels, &key);
                 content.template_annotations = &annotations;
                 let secret = desired_secret(&content);
                 let written_labels = secret.metadata.labels.clone().unwrap_or_default();

@@ -7,3 +7,4 @@ mod support;
 
 mod api_validation;
 mod controller;
+mod hostile;
