@@ -84,6 +84,12 @@ chart-crds: crds ## regenerate crds/ and copy them into the Helm chart (charts/k
 chart-docs: ## regenerate the values table in charts/keymint/README.md from values.yaml
 	python3 scripts/chart-docs.py
 
+## ---- container image ----
+
+.PHONY: image
+image: ## container image as an OCI layout in target/image/keymint-oci (+ .tar), no Docker needed; see docs/image.md
+	scripts/build-image.sh
+
 ## ---- fault suite at soak scale ----
 
 .PHONY: soak
