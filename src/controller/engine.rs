@@ -213,6 +213,7 @@ pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> R
                 &Patch::Apply(&desired),
             )
             .await?;
+        ctx.record_own_write(&written);
         secret::wipe(&mut written);
     }
     // Key material does not outlive the write (the token itself is Zeroizing).

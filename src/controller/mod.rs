@@ -33,6 +33,9 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// The resourceVersion of each Secret as keymint last wrote it, so the
+    /// watch echo of its own write does not trigger another reconcile.
+    own_writes: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Context {
@@ -47,7 +50,32 @@ impl Context {
             recorder,
             metrics,
             settings,
+            own_writes: Default::default(),
         }
+    }
+
+    fn secret_key(secret: &k8s_openapi::api::core::v1::Secret) -> String {
+        format!(
+            "{}/{}",
+            secret.metadata.namespace.as_deref().unwrap_or_default(),
+            secret.metadata.name.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// Remembers the version of a Secret keymint just wrote.
+    pub fn record_own_write(&self, secret: &k8s_openapi::api::core::v1::Secret) {
+        if let Some(version) = &secret.metadata.resource_version {
+            let mut writes = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
+            writes.insert(Self::secret_key(secret), version.clone());
+        }
+    }
+
+    /// Whether this Secret event is the echo of keymint's own last write (any
+    /// later change by someone else has another resourceVersion).
+    pub fn is_own_write(&self, secret: &k8s_openapi::api::core::v1::Secret) -> bool {
+        let writes = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
+        secret.metadata.resource_version.is_some()
+            && writes.get(&Self::secret_key(secret)) == secret.metadata.resource_version.as_ref()
     }
 }
 

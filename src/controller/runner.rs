@@ -68,12 +68,31 @@ fn owner_of<K: KeyResource>(secret: &Secret) -> Vec<ObjectRef<K>> {
     owners
 }
 
+/// The mapper for a controller's Secret watch: the Secret's owner, except for
+/// the echo of keymint's own write (already reconciled).
+fn secret_owners<K: KeyResource>(
+    ctx: &Arc<Context>,
+) -> impl Fn(Secret) -> Vec<ObjectRef<K>> + Send + Sync + 'static {
+    let ctx = ctx.clone();
+    move |secret| {
+        if ctx.is_own_write(&secret) {
+            Vec::new()
+        } else {
+            owner_of::<K>(&secret)
+        }
+    }
+}
+
+/// Reconciles in flight per controller: each holds an API connection.
+const CONCURRENCY: u16 = 32;
+
 async fn drive<K: KeyResource>(
     controller: Controller<K>,
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|result| async move {
@@ -108,7 +127,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         root_keys = root_keys.watches(
             namespaced_api::<Secret>(&client, Some(namespace)),
             managed_secrets(),
-            |secret| owner_of::<RootKey>(&secret),
+            secret_owners::<RootKey>(&ctx),
         );
     }
     listers.push(lister(root_keys.store()));
@@ -131,7 +150,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         .watches(
             namespaced_api::<Secret>(&client, namespace),
             managed_secrets(),
-            |secret| owner_of::<ApiKey>(&secret),
+            secret_owners::<ApiKey>(&ctx),
         );
         listers.push(lister(api_keys.store()));
         tasks.push(Box::pin(drive(
@@ -150,7 +169,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             .watches(
                 namespaced_api::<Secret>(&client, namespace),
                 managed_secrets(),
-                |secret| owner_of::<ServiceAccountKey>(&secret),
+                secret_owners::<ServiceAccountKey>(&ctx),
             )
             .watches(
                 namespaced_api::<ServiceAccount>(&client, namespace),
