@@ -3,7 +3,7 @@
 # Ctrl-C stops the operator and the control plane; nothing is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=$PWD/.cluster
+dir=${KEYMINT_CLUSTER_DIR:-$PWD/.cluster}
 operator_pid=
 
 stop() {
