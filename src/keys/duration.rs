@@ -148,22 +148,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
 
         let mut int: u128 = 0;
         for d in int_digits.bytes() {
-            int = int * 10 + u128::from(d - b'0');
-            // Bail out early so the multiplication below cannot overflow.
-            if int > MAX_NANOS {
-                return Err(too_long());
-            }
+            // Clamped just over the cap, so the arithmetic below cannot
+            // overflow; the cap is reported once the whole string has parsed,
+            // so a malformed string gets its real error (as the pattern sees it).
+            int = (int * 10 + u128::from(d - b'0')).min(MAX_NANOS + 1);
         }
         let (mut frac, mut scale) = (0u128, 1u128);
         for d in frac_digits.bytes().take(MAX_FRACTION_DIGITS) {
             frac = frac * 10 + u128::from(d - b'0');
             scale *= 10;
         }
-        total += int * per_unit + frac * per_unit / scale;
-        if total > MAX_NANOS {
-            return Err(too_long());
-        }
+        total = (total + int * per_unit + frac * per_unit / scale).min(MAX_NANOS + 1);
         rest = after;
+    }
+    if total > MAX_NANOS {
+        return Err(too_long());
     }
     // total <= MAX_NANOS, so the seconds fit in u64 and the casts are exact.
     let secs = (total / 1_000_000_000) as u64;
@@ -203,7 +202,7 @@ mod tests {
     }
 
     fn pattern() -> regex::Regex {
-        regex::Regex::new(DURATION_PATTERN).unwrap()
+        regex::Regex::new(DURATION_PATTERN).expect("test input is valid")
     }
 
     const ACCEPTED: &[(&str, Duration)] = &[
