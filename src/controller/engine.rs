@@ -542,6 +542,55 @@ mod tests {
         (StatusCode::NOT_FOUND, status)
     }
 
+    /// What keymint sent while minting the first key of a new APIKey.
+    struct FirstMint {
+        secret: Value,
+        event: Value,
+        status: Value,
+    }
+
+    /// Reconciles a new APIKey against the mock, answering the requests a
+    /// first mint must make, in their order: read the Secret (absent), apply
+    /// it, publish the Event, apply the status.
+    async fn first_mint() -> FirstMint {
+        let (ctx, mut handle) = context();
+        let run = tokio::spawn(reconcile(Arc::new(api_key(None)), ctx));
+        expect(
+            &mut handle,
+            Method::GET,
+            "/api/v1/namespaces/team/secrets/billing",
+            not_found,
+        )
+        .await;
+        let secret = expect(
+            &mut handle,
+            Method::PATCH,
+            "/api/v1/namespaces/team/secrets/billing",
+            applied,
+        )
+        .await;
+        let event = expect(
+            &mut handle,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/team/events",
+            echo,
+        )
+        .await;
+        let status = expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/keymint.dev/v1alpha1/namespaces/team/apikeys/billing/status",
+            status_reply,
+        )
+        .await;
+        finish(run).await;
+        FirstMint {
+            secret,
+            event,
+            status,
+        }
+    }
+
     /// Waits for the reconcile with a deadline: an unexpected request would
     /// otherwise leave it waiting for an answer forever.
     async fn finish(
@@ -575,39 +624,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_key_is_written_before_its_status_and_announced_without_the_key() {
-        let (ctx, mut handle) = context();
-        let resource = Arc::new(api_key(None));
-        let run = tokio::spawn(reconcile(resource, ctx));
-
-        expect(
-            &mut handle,
-            Method::GET,
-            "/api/v1/namespaces/team/secrets/billing",
-            not_found,
-        )
-        .await;
-        let secret = expect(
-            &mut handle,
-            Method::PATCH,
-            "/api/v1/namespaces/team/secrets/billing",
-            applied,
-        )
-        .await;
-        let event = expect(
-            &mut handle,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/team/events",
-            echo,
-        )
-        .await;
-        let status = expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/keymint.dev/v1alpha1/namespaces/team/apikeys/billing/status",
-            status_reply,
-        )
-        .await;
-        finish(run).await;
+        let FirstMint {
+            secret,
+            event,
+            status,
+        } = first_mint().await;
 
         let secret: Secret = serde_json::from_value(secret).expect("secret");
         let key = crate::controller::secret::data_text(&secret, "key")
@@ -635,37 +656,7 @@ mod tests {
     #[tokio::test]
     async fn an_up_to_date_key_costs_one_read_and_no_write() {
         // First reconcile: capture what keymint writes.
-        let (ctx, mut handle) = context();
-        let run = tokio::spawn(reconcile(Arc::new(api_key(None)), ctx));
-        expect(
-            &mut handle,
-            Method::GET,
-            "/api/v1/namespaces/team/secrets/billing",
-            not_found,
-        )
-        .await;
-        let secret = expect(
-            &mut handle,
-            Method::PATCH,
-            "/api/v1/namespaces/team/secrets/billing",
-            applied,
-        )
-        .await;
-        expect(
-            &mut handle,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/team/events",
-            echo,
-        )
-        .await;
-        let status = expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/keymint.dev/v1alpha1/namespaces/team/apikeys/billing/status",
-            status_reply,
-        )
-        .await;
-        finish(run).await;
+        let FirstMint { secret, status, .. } = first_mint().await;
 
         // Second reconcile of the same state: one GET, nothing else.
         let (ctx, mut handle) = context();

@@ -229,7 +229,7 @@ mod tests {
     const T0: i64 = 1_767_225_600;
 
     fn ts(s: i64) -> Timestamp {
-        Timestamp::from_second(s).unwrap()
+        Timestamp::from_second(s).expect("test input is valid")
     }
 
     fn at(offset_secs: i64) -> Timestamp {
@@ -403,7 +403,7 @@ mod tests {
 
     #[test]
     fn key_expiry_truncates_to_seconds() {
-        let minted = Timestamp::new(T0, 999_999_999).unwrap();
+        let minted = Timestamp::new(T0, 999_999_999).expect("test input is valid");
         let p = ExpiryPolicy {
             valid_for: Some(Duration::from_millis(90_500)),
             ..ExpiryPolicy::default()
@@ -418,7 +418,7 @@ mod tests {
             Err(ExpiryError::ValidForTooShort)
         );
         let p = ExpiryPolicy {
-            expires_at: Some(Timestamp::new(T0 + 10, 500_000_000).unwrap()),
+            expires_at: Some(Timestamp::new(T0 + 10, 500_000_000).expect("test input is valid")),
             ..ExpiryPolicy::default()
         };
         assert_eq!(key_expiry(minted, &p, None), Ok(Some(at(10))));
@@ -428,7 +428,9 @@ mod tests {
     fn key_expiry_saturates_at_end_of_time() {
         let p = policy(None, Some(876_000 * H));
         let minted = Timestamp::MAX;
-        let got = key_expiry(minted, &p, None).unwrap().unwrap();
+        let got = key_expiry(minted, &p, None)
+            .expect("test input is valid")
+            .expect("test input is valid");
         assert_eq!(got, truncate_to_second(Timestamp::MAX));
     }
 
@@ -558,8 +560,8 @@ mod tests {
 
     #[test]
     fn renewal_time_truncates() {
-        let created = Timestamp::new(T0, 700_000_000).unwrap();
-        let expires = Timestamp::new(T0 + 100, 300_000_000).unwrap();
+        let created = Timestamp::new(T0, 700_000_000).expect("test input is valid");
+        let expires = Timestamp::new(T0 + 100, 300_000_000).expect("test input is valid");
         assert_eq!(
             renewal_time(created, expires, Duration::from_millis(10_900)),
             at(90)
@@ -572,7 +574,10 @@ mod tests {
         assert_eq!(grace_ends_at(at(0), Duration::from_millis(999)), None);
         assert_eq!(grace_ends_at(at(0), d(H)), Some(at(3600)));
         assert_eq!(
-            grace_ends_at(Timestamp::new(T0, 500_000_000).unwrap(), d(60)),
+            grace_ends_at(
+                Timestamp::new(T0, 500_000_000).expect("test input is valid"),
+                d(60)
+            ),
             Some(at(60))
         );
         assert_eq!(
@@ -592,7 +597,7 @@ mod tests {
         // Overdue times come back as now: reconcile immediately.
         assert_eq!(next_wakeup(now, Some(at(-5)), Some(at(20))), Some(now));
         assert_eq!(next_wakeup(now, Some(at(0)), None), Some(now));
-        let now_frac = Timestamp::new(T0, 400_000_000).unwrap();
+        let now_frac = Timestamp::new(T0, 400_000_000).expect("test input is valid");
         assert_eq!(next_wakeup(now_frac, None, Some(at(-1))), Some(at(0)));
     }
 
@@ -601,14 +606,14 @@ mod tests {
         assert_eq!(delay_until(at(0), at(90)), d(90));
         assert_eq!(delay_until(at(0), at(0)), Duration::ZERO);
         assert_eq!(delay_until(at(10), at(0)), Duration::ZERO);
-        let now = Timestamp::new(T0, 250_000_000).unwrap();
+        let now = Timestamp::new(T0, 250_000_000).expect("test input is valid");
         assert_eq!(delay_until(now, at(1)), Duration::from_millis(750));
     }
 
     #[test]
     fn truncate_to_second_table() {
         assert_eq!(
-            truncate_to_second(Timestamp::new(T0, 999_999_999).unwrap()),
+            truncate_to_second(Timestamp::new(T0, 999_999_999).expect("test input is valid")),
             at(0)
         );
         assert_eq!(truncate_to_second(at(0)), at(0));

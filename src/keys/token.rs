@@ -378,13 +378,16 @@ mod tests {
     }
 
     fn token_regex(prefix: &str) -> regex::Regex {
-        regex::Regex::new(&format!("^{prefix}_[0-9A-Za-z]+$")).unwrap()
+        regex::Regex::new(&format!("^{prefix}_[0-9A-Za-z]+$")).expect("test input is valid")
     }
 
     /// Decodes a base62 checksum (test-only inverse of `encode_checksum`).
     fn decode_checksum(s: &[u8]) -> u64 {
         s.iter().fold(0u64, |acc, &c| {
-            let d = BASE62_ALPHABET.iter().position(|&a| a == c).unwrap() as u64;
+            let d = BASE62_ALPHABET
+                .iter()
+                .position(|&a| a == c)
+                .expect("test input is valid") as u64;
             acc * 62 + d
         })
     }
@@ -415,7 +418,7 @@ mod tests {
             if carry > 0 {
                 limbs.push(carry);
             }
-            let top = *limbs.last().unwrap();
+            let top = *limbs.last().expect("test input is valid");
             bit_len_of_pow.push((limbs.len() - 1) * 32 + (64 - top.leading_zeros() as usize));
         }
         for bits in 1..=1024u16 {
@@ -423,7 +426,7 @@ mod tests {
             // strictly more than `bits` bits.
             let exact = (1..)
                 .find(|&n| bit_len_of_pow[n] > usize::from(bits))
-                .unwrap();
+                .expect("test input is valid");
             assert_eq!(random_len(bits), exact, "bits = {bits}");
         }
     }
@@ -438,7 +441,7 @@ mod tests {
             ("abcdefghijklmnop", 129),
             ("x9", DEFAULT_ENTROPY_BITS),
         ] {
-            let t = try_mint_token(prefix, bits).unwrap();
+            let t = try_mint_token(prefix, bits).expect("test input is valid");
             let s = t.expose();
             assert!(
                 token_regex(prefix).is_match(s),
@@ -484,7 +487,7 @@ mod tests {
         let crc = crc32fast::hash(head.as_bytes());
         let token = format!(
             "{head}{}",
-            std::str::from_utf8(&encode_checksum(crc)).unwrap()
+            std::str::from_utf8(&encode_checksum(crc)).expect("test input is valid")
         );
         assert_eq!(verify_checksum(&token), Ok(()));
     }
@@ -560,7 +563,10 @@ mod tests {
             let t = mint_token_with(&mut rng, "ak", MAX_ENTROPY_BITS);
             let s = t.expose();
             for b in s[3..s.len() - CHECKSUM_LEN].bytes() {
-                let i = BASE62_ALPHABET.iter().position(|&a| a == b).unwrap();
+                let i = BASE62_ALPHABET
+                    .iter()
+                    .position(|&a| a == b)
+                    .expect("test input is valid");
                 counts[i] += 1;
                 total += 1;
             }
@@ -633,7 +639,10 @@ mod tests {
             let err = verify_checksum(input).unwrap_err().to_string();
             // No 8-character run of the token appears in the message.
             for w in s.as_bytes().windows(8) {
-                assert!(!err.contains(std::str::from_utf8(w).unwrap()), "{err}");
+                assert!(
+                    !err.contains(std::str::from_utf8(w).expect("test input is valid")),
+                    "{err}"
+                );
             }
         }
     }
@@ -669,7 +678,7 @@ mod tests {
 
     #[test]
     fn key_ids_match_pattern_and_are_distinct() {
-        let re = regex::Regex::new("^[A-Z0-9]{20}$").unwrap();
+        let re = regex::Regex::new("^[A-Z0-9]{20}$").expect("test input is valid");
         let mut seen = HashSet::new();
         for _ in 0..1000 {
             let id = new_key_id();
@@ -677,7 +686,7 @@ mod tests {
             assert!(is_valid_key_id(&id));
             assert!(seen.insert(id));
         }
-        let id = try_new_key_id().unwrap();
+        let id = try_new_key_id().expect("test input is valid");
         assert!(re.is_match(&id));
         let a = new_key_id_with(&mut seeded(9));
         assert_eq!(
@@ -763,7 +772,7 @@ mod tests {
             let i = pos.index(bytes.len() - 1);
             prop_assume!(bytes[i] != bytes[i + 1]);
             bytes.swap(i, i + 1);
-            let tampered = String::from_utf8(bytes).unwrap();
+            let tampered = String::from_utf8(bytes).expect("test input is valid");
             prop_assert!(verify_checksum(&tampered).is_err());
         }
 
