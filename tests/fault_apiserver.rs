@@ -1,6 +1,7 @@
-//! API-server faults and conflicting writers: kube-apiserver and etcd stop and
-//! come back under a running operator; other writers edit the Secret and the
-//! status. Its own test binary (own control plane, which it restarts).
+//! API-server faults: kube-apiserver and etcd stop and come back under a
+//! running operator. Its own test binary (own control plane, which it
+//! restarts), and the only test in it, so no other test runs through the
+//! outage. (Conflicting writers are tested in tests/e2e/controller.rs.)
 
 #[allow(dead_code)]
 #[path = "e2e/support.rs"]
@@ -9,13 +10,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
 use keymint::api::ApiKey;
-use keymint::keys::sha256_hex;
 use keymint_testenv::{OPERATOR_USER, eventually};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
 use support::*;
 
@@ -163,95 +161,4 @@ async fn the_operator_survives_an_api_server_and_etcd_restart() {
         "operator made {total} requests after the restart: {requests:?}"
     );
     println!("requests after the restart, by verb: {requests:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writers_on_the_secret_and_the_status_lose_nothing() {
-    let plane = cluster();
-    let client = plane.client().await.expect("client");
-    let namespace = plane
-        .namespace(&client, "writers")
-        .await
-        .expect("namespace");
-    let _operator = Operator::start(
-        "writers",
-        &plane.operator_kubeconfig_path(),
-        &[
-            "--leader-elect=false",
-            "--watch-namespace",
-            namespace.as_str(),
-        ],
-        &[],
-    );
-    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
-    apply(
-        &keys,
-        &api_key("contested", json!({"permissions": ["read"]})),
-    )
-    .await
-    .expect("apply");
-    let first = wait_ready(&keys, "contested").await.status.expect("status");
-
-    // A second field manager takes the key by force and adds a label of its own.
-    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-    let intruder = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "contested", "labels": {"added-by": "intruder"}},
-        "data": {"key": ByteString(b"ak_forced-by-someone-else".to_vec())}
-    });
-    let refused = secrets
-        .patch(
-            "contested",
-            &PatchParams::apply("intruder"),
-            &Patch::Apply(&intruder),
-        )
-        .await;
-    assert!(
-        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 409),
-        "keymint owns data.key: {refused:?}"
-    );
-    secrets
-        .patch(
-            "contested",
-            &PatchParams::apply("intruder").force(),
-            &Patch::Apply(&intruder),
-        )
-        .await
-        .expect("forced apply");
-    let replaced = wait_for(&keys, "contested", "the forced key to be replaced", |k| {
-        k.status.as_ref().is_some_and(|s| s.id != first.id)
-    })
-    .await
-    .status
-    .expect("status");
-    let secret = secrets.get("contested").await.expect("secret");
-    let key = text(&secret, "key").expect("key");
-    assert_ne!(key, "ak_forced-by-someone-else");
-    assert_eq!(replaced.key_sha256, Some(sha256_hex(&key)));
-    assert_eq!(
-        secret.labels().get("added-by").map(String::as_str),
-        Some("intruder"),
-        "another manager's own fields are left alone"
-    );
-
-    // A user overwrites the status: the operator restores it from the Secret.
-    let forged = json!({"status": {"id": "FORGED", "keySHA256": "0".repeat(64)}});
-    keys.patch_status("contested", &PatchParams::default(), &Patch::Merge(&forged))
-        .await
-        .expect("patch status");
-    let restored = wait_for(&keys, "contested", "the status to be restored", |k| {
-        k.status
-            .as_ref()
-            .is_some_and(|s| s.id == replaced.id && s.key_sha256 == replaced.key_sha256)
-    })
-    .await;
-    assert_eq!(
-        restored.status.expect("status").key_sha256,
-        Some(sha256_hex(&key))
-    );
-    assert_eq!(
-        text(&secrets.get("contested").await.expect("secret"), "key"),
-        Some(key),
-        "restoring the status did not touch the key"
-    );
 }

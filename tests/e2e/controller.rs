@@ -875,3 +875,79 @@ async fn an_api_key_author_cannot_reach_another_namespace_or_a_foreign_secret() 
         None
     );
 }
+
+#[tokio::test]
+async fn concurrent_writers_on_the_secret_and_the_status_lose_nothing() {
+    let (client, namespace) = setup("writers").await;
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    apply(
+        &keys,
+        &api_key("contested", json!({"permissions": ["read"]})),
+    )
+    .await
+    .expect("apply");
+    let first = wait_ready(&keys, "contested").await.status.expect("status");
+
+    // A second field manager takes the key by force and adds a label of its own.
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let intruder = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "contested", "labels": {"added-by": "intruder"}},
+        "data": {"key": ByteString(b"ak_forced-by-someone-else".to_vec())}
+    });
+    let refused = secrets
+        .patch(
+            "contested",
+            &PatchParams::apply("intruder"),
+            &Patch::Apply(&intruder),
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 409),
+        "keymint owns data.key: {refused:?}"
+    );
+    secrets
+        .patch(
+            "contested",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(&intruder),
+        )
+        .await
+        .expect("forced apply");
+    let replaced = wait_for(&keys, "contested", "the forced key to be replaced", |k| {
+        k.status.as_ref().is_some_and(|s| s.id != first.id)
+    })
+    .await
+    .status
+    .expect("status");
+    let secret = secrets.get("contested").await.expect("secret");
+    let key = text(&secret, "key").expect("key");
+    assert_ne!(key, "ak_forced-by-someone-else");
+    assert_eq!(replaced.key_sha256, Some(sha256_hex(&key)));
+    assert_eq!(
+        secret.labels().get("added-by").map(String::as_str),
+        Some("intruder"),
+        "another manager's own fields are left alone"
+    );
+
+    // A user overwrites the status: the operator restores it from the Secret.
+    let forged = json!({"status": {"id": "FORGED", "keySHA256": "0".repeat(64)}});
+    keys.patch_status("contested", &PatchParams::default(), &Patch::Merge(&forged))
+        .await
+        .expect("patch status");
+    let restored = wait_for(&keys, "contested", "the status to be restored", |k| {
+        k.status
+            .as_ref()
+            .is_some_and(|s| s.id == replaced.id && s.key_sha256 == replaced.key_sha256)
+    })
+    .await;
+    assert_eq!(
+        restored.status.expect("status").key_sha256,
+        Some(sha256_hex(&key))
+    );
+    assert_eq!(
+        text(&secrets.get("contested").await.expect("secret"), "key"),
+        Some(key),
+        "restoring the status did not touch the key"
+    );
+}
