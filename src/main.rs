@@ -58,6 +58,13 @@ struct RunArgs {
     /// Namespaces RootKey Secrets may be written to; default: the operator's namespace.
     #[arg(long, env = "KEYMINT_ROOT_KEY_NAMESPACES", value_delimiter = ',')]
     root_key_namespaces: Vec<String>,
+    /// Secret in the operator namespace holding the key that signs keymint's records in Secrets (created if missing).
+    #[arg(
+        long,
+        env = "KEYMINT_RECORD_KEY_SECRET",
+        default_value = "keymint-record-key"
+    )]
+    record_key_secret: String,
     /// Log format.
     #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -172,7 +179,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
     } else {
         Scope::Namespaces(args.watch_namespaces.clone())
     };
-    let ctx = Arc::new(Context::new(client.clone(), metrics, settings));
+    let signing_key = keymint::controller::record_key::load_or_create(
+        &client,
+        &args.operator_namespace,
+        &args.record_key_secret,
+    )
+    .await?;
+    let ctx = Arc::new(Context::new(client.clone(), metrics, settings, signing_key));
     ready.store(true, Ordering::Relaxed);
 
     let outcome = if args.leader_elect {

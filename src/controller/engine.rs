@@ -9,17 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use serde_json::json;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use super::kinds::{Binding, Blocked, KeyResource};
-use super::secret::{self, Found, SecretContent};
+use super::lenient::{MetaOnly, Parsed};
+use super::secret::{self, Claim, Foreign, Found, SecretContent};
 use super::status::{self, Ready};
 use super::{Context, Error, FIELD_MANAGER, Result};
 use crate::api::{DeletionPolicy, ROTATE_REQUEST_ANNOTATION};
@@ -35,7 +37,9 @@ use crate::keys::{
 const MAX_REQUEUE: Duration = Duration::from_secs(3600);
 /// A Secret owned by someone else is not watched: look again this often.
 const CONFLICT_REQUEUE: Duration = Duration::from_secs(30);
-const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// Its namespace has its share of reconciles in flight, or another reconcile
+/// holds its Secret: look again shortly.
+const BUSY_REQUEUE: Duration = Duration::from_millis(250);
 /// events.k8s.io limits an Event's note to 1 KiB.
 const MAX_EVENT_NOTE_BYTES: usize = 1024;
 /// Condition messages stay readable and far below the API server's 32 KiB.
@@ -43,67 +47,197 @@ const MAX_CONDITION_MESSAGE_BYTES: usize = 1024;
 /// Longest rotate-request value recorded as is.
 const MAX_ROTATE_REQUEST_RECORD: usize = 253;
 
-pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile<K: KeyResource>(
+    object: Arc<Parsed<K>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
     let kind = K::kind(&()).to_string();
     let _timer = ctx.metrics.reconcile_started(&kind);
-    if resource.meta().deletion_timestamp.is_some() {
-        // The Secret goes with its owner reference (Delete) or stays (Retain).
-        return Ok(Action::await_change());
-    }
+    let resource = match &*object {
+        Parsed::Ok(resource) => resource,
+        Parsed::Unreadable { metadata, error } => {
+            return Ok(unreadable_resource::<K>(metadata, error, &ctx).await);
+        }
+    };
+    // One namespace never takes every reconcile slot: the others go on.
+    let Some(_slot) = ctx
+        .pacing
+        .enter(resource.meta().namespace.as_deref().unwrap_or_default())
+    else {
+        return Ok(Action::requeue(BUSY_REQUEUE));
+    };
     let now = truncate_to_second(Timestamp::now());
     let common = resource.common();
-    let resource_name = resource.name_any();
-    let secret_name = common.secret_name(&resource_name).to_string();
-
+    let secret_name = common.secret_name(&resource.name_any()).to_string();
     let namespace = match resource.secret_namespace(&ctx.settings) {
         Ok(namespace) => namespace,
         Err(blocked) => {
-            return not_ready(&*resource, &ctx, blocked, None, &secret_name, MAX_REQUEUE).await;
+            return not_ready(resource, &ctx, blocked, None, &secret_name, MAX_REQUEUE).await;
         }
     };
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    // Two resources naming one Secret are decided one after the other.
+    let Some(_claim) = ctx.pacing.claim(&namespace, &secret_name) else {
+        return Ok(Action::requeue(BUSY_REQUEUE));
+    };
     let owner = resource.owner_id();
-    let mut existing = match secret::classify(secrets.get_opt(&secret_name).await?, &owner) {
-        Found::Nothing => None,
-        Found::Ours(secret) => Some(*secret),
-        Found::Foreign { owner: other } => {
-            let whose = other
-                .map(|o| format!("keymint resource {o}"))
-                .unwrap_or_else(|| "another application".into());
+    let owner_uid = resource.meta().uid.clone().unwrap_or_default();
+    let claim = Claim {
+        owner: &owner,
+        owner_uid: &owner_uid,
+        namespace: &namespace,
+        name: &secret_name,
+    };
+    let target = Target {
+        namespace: &namespace,
+        secret_name: &secret_name,
+    };
+    let secrets = Api::<Parsed<Secret>>::namespaced(ctx.client.clone(), &namespace);
+    let fetched = match secrets.get_opt(&secret_name).await {
+        Ok(None) => None,
+        Ok(Some(Parsed::Ok(secret))) => Some(secret),
+        Ok(Some(Parsed::Unreadable { error, .. })) => {
+            let message = format!("Secret {namespace}/{secret_name} cannot be read: {error}");
+            return failed(resource, &ctx, &target, Reason::SecretUnreadable, message).await;
+        }
+        Err(kube::Error::Api(status)) => {
+            let message = format!(
+                "Secret {namespace}/{secret_name} cannot be read: {}: {}",
+                status.reason, status.message
+            );
+            return failed(resource, &ctx, &target, Reason::SecretUnreadable, message).await;
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let status = resource.key_status();
+    let (mut existing, observed) = match secret::classify(fetched, &claim, &ctx.signing_key, status)
+    {
+        Found::Nothing => (None, Observed::Missing),
+        Found::Ours { secret, record } => {
+            let observed = secret::observe(&secret, record);
+            (Some(*secret), observed)
+        }
+        Found::Tampered(secret) => (
+            Some(*secret),
+            Observed::Untrusted {
+                rotations: status
+                    .and_then(|s| s.rotations)
+                    .and_then(|r| u64::try_from(r).ok())
+                    .unwrap_or(0),
+            },
+        ),
+        Found::Foreign(whose) => {
             let blocked = Blocked {
                 reason: "SecretConflict",
-                message: format!(
-                    "spec.secretName: Secret {namespace}/{secret_name} exists and belongs to {whose}; keymint never overwrites it"
-                ),
+                message: conflict_message(&namespace, &secret_name, whose, &owner),
             };
+            let target = Some(namespace.as_str());
             return not_ready(
-                &*resource,
+                resource,
                 &ctx,
                 blocked,
-                Some(&namespace),
+                target,
                 &secret_name,
                 CONFLICT_REQUEUE,
             )
             .await;
         }
     };
+    let outcome = issue(
+        resource,
+        &ctx,
+        &target,
+        &claim,
+        &mut existing,
+        &observed,
+        now,
+    )
+    .await;
+    if let Some(existing) = existing.as_mut() {
+        secret::wipe(existing);
+    }
+    outcome
+}
 
-    let bound_uid = match resource.binding(&ctx).await? {
+/// Where the resource's Secret goes.
+struct Target<'a> {
+    namespace: &'a str,
+    secret_name: &'a str,
+}
+
+/// Conditions a reconcile can end in besides the ones [`Blocked`] carries.
+#[derive(Debug, Clone, Copy)]
+enum Reason {
+    SecretUnreadable,
+    SecretWriteFailed,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::SecretUnreadable => "SecretUnreadable",
+            Reason::SecretWriteFailed => "SecretWriteFailed",
+        }
+    }
+}
+
+/// Says whose the Secret is without quoting anything from it: its labels and
+/// annotations are someone else's and may be secret or crafted.
+fn conflict_message(namespace: &str, name: &str, whose: Foreign, owner: &str) -> String {
+    let kind = owner.split('/').next().unwrap_or_default();
+    match whose {
+        Foreign::Application => format!(
+            "spec.secretName: Secret {namespace}/{name} exists and belongs to another application; keymint never overwrites it"
+        ),
+        Foreign::OtherResource => format!(
+            "spec.secretName: Secret {namespace}/{name} exists and belongs to another keymint resource; keymint never overwrites it"
+        ),
+        Foreign::EarlierResource => format!(
+            "spec.secretName: Secret {namespace}/{name} holds the key of an earlier {kind} of this name (deleted with deletionPolicy Retain or orphaned); keymint does not hand it to this one: delete the Secret to issue a new key"
+        ),
+    }
+}
+
+/// Everything after the Secret was found to be ours (or absent).
+async fn issue<K: KeyResource>(
+    resource: &K,
+    ctx: &Context,
+    target: &Target<'_>,
+    claim: &Claim<'_>,
+    existing: &mut Option<Secret>,
+    observed: &Observed,
+    now: Timestamp,
+) -> Result<Action> {
+    let (namespace, secret_name) = (target.namespace, target.secret_name);
+    let kind = K::kind(&()).to_string();
+    let common = resource.common();
+    let secrets = Api::<MetaOnly<Secret>>::namespaced(ctx.client.clone(), namespace);
+    let trusted_record = match observed {
+        Observed::Present { record, .. } => Some(record),
+        _ => None,
+    };
+    if resource.meta().deletion_timestamp.is_some() {
+        return terminating(
+            resource,
+            ctx,
+            target,
+            &secrets,
+            existing.as_ref(),
+            trusted_record,
+            now,
+        )
+        .await;
+    }
+
+    let bound_uid = match resource.binding(ctx).await? {
         Binding::Unbound => None,
         Binding::Bound { uid } => Some(uid),
         Binding::Missing(blocked) => {
-            if let Some(secret) = &existing {
-                revoke(&*resource, &ctx, &secrets, secret, &blocked).await?;
+            // Ours or tampered: either way it holds a key keymint issued.
+            if let Some(secret) = existing.as_ref() {
+                revoke(resource, ctx, &secrets, secret, &blocked.message).await?;
             }
-            return not_ready(
-                &*resource,
-                &ctx,
-                blocked,
-                Some(&namespace),
-                &secret_name,
-                MAX_REQUEUE,
-            )
-            .await;
+            let target = Some(namespace);
+            return not_ready(resource, ctx, blocked, target, secret_name, MAX_REQUEUE).await;
         }
     };
 
@@ -114,15 +248,8 @@ pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> R
                 reason: "InvalidSpec",
                 message,
             };
-            return not_ready(
-                &*resource,
-                &ctx,
-                blocked,
-                Some(&namespace),
-                &secret_name,
-                MAX_REQUEUE,
-            )
-            .await;
+            let target = Some(namespace);
+            return not_ready(resource, ctx, blocked, target, secret_name, MAX_REQUEUE).await;
         }
     };
     let status = resource.key_status();
@@ -135,13 +262,9 @@ pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> R
         bound_uid,
         issued_before: status.and_then(|s| s.id.as_ref()).is_some(),
     };
-    let observed = existing
-        .as_ref()
-        .map(secret::observe)
-        .unwrap_or(Observed::Missing);
 
     let mut minted = None;
-    let plan = plan::plan(now, &observed, &wanted, || {
+    let plan = plan::plan(now, observed, &wanted, || {
         let token = try_mint_token(resource.token_prefix(), common.entropy_bits())?;
         let key = NewKey {
             id: try_new_key_id()?,
@@ -158,22 +281,16 @@ pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> R
                 reason: "InvalidSpec",
                 message: error.to_string(),
             };
-            return not_ready(
-                &*resource,
-                &ctx,
-                blocked,
-                Some(&namespace),
-                &secret_name,
-                MAX_REQUEUE,
-            )
-            .await;
+            let target = Some(namespace);
+            return not_ready(resource, ctx, blocked, target, secret_name, MAX_REQUEUE).await;
         }
     };
 
-    // The key text: fresh, or as found. The previous key: the one just rotated
-    // out, or the one already kept.
+    // The key text: fresh, or as found in a Secret whose record verified.
+    // The previous key: the one just rotated out, or the one already kept.
     let existing_key = existing
         .as_ref()
+        .filter(|_| trusted_record.is_some())
         .and_then(|s| secret::data_text(s, secret::DATA_KEY))
         .map(|k| Zeroizing::new(k.to_string()));
     let key = match &minted {
@@ -188,41 +305,43 @@ pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> R
         Change::Mint(_) => None,
         _ => existing
             .as_ref()
+            .filter(|_| trusted_record.is_some_and(|r| r.previous.is_some()))
             .and_then(|s| secret::data_text(s, secret::DATA_PREVIOUS_KEY))
             .map(|k| Zeroizing::new(k.to_string())),
     };
     let mut desired = secret::desired_secret(&SecretContent {
-        name: &secret_name,
-        namespace: &namespace,
-        owner: &owner,
+        claim: *claim,
+        signing_key: &ctx.signing_key,
         record: &plan.record,
         key: &key,
         previous_key: previous_key.as_deref().map(|k| k.as_str()),
         template_labels: common.template_labels(),
         template_annotations: common.template_annotations(),
         extra_annotations: resource.secret_annotations(),
-        owner_reference: owner_reference(&*resource, common.deletion_policy()),
+        owner_reference: owner_reference(resource, common.deletion_policy()),
     });
-    if secret::needs_write(existing.as_ref(), &desired) {
-        // Secret first: the record in it is the truth, so a crash before the
-        // status write never mints twice.
-        let mut written = secrets
-            .patch(
-                &secret_name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&desired),
-            )
-            .await?;
-        ctx.record_own_write(&written);
-        secret::wipe(&mut written);
-    }
+    let written = write_secret(ctx, &secrets, existing.as_ref(), &mut desired, secret_name).await;
     // Key material does not outlive the write (the token itself is Zeroizing).
     secret::wipe(&mut desired);
-    if let Some(existing) = existing.as_mut() {
-        secret::wipe(existing);
-    }
     drop(minted);
-    announce(&*resource, &ctx, &plan.change, &plan.record.id, &kind).await;
+    match written {
+        Ok(()) => {}
+        Err(WriteError::Refused(status)) => {
+            let message = scrub(
+                &format!(
+                    "Secret {namespace}/{secret_name} cannot be written: {}: {}",
+                    status.reason, status.message
+                ),
+                &[
+                    key.as_str(),
+                    previous_key.as_deref().map_or("", |k| k.as_str()),
+                ],
+            );
+            return failed(resource, ctx, target, Reason::SecretWriteFailed, message).await;
+        }
+        Err(WriteError::Other(error)) => return Err(error),
+    }
+    announce(resource, ctx, &plan.change, &plan.record.id, &kind).await;
 
     let expires_note = plan
         .record
@@ -237,20 +356,171 @@ pub async fn reconcile<K: KeyResource>(resource: Arc<K>, ctx: Arc<Context>) -> R
         status,
         &plan.record,
         plan::rotation_time(&plan.record, &wanted.policy),
-        &secret_name,
-        resource
-            .meta()
-            .namespace
-            .is_none()
-            .then_some(namespace.as_str()),
+        secret_name,
+        resource.meta().namespace.is_none().then_some(namespace),
         resource.meta().generation,
         ready,
         now,
     );
-    status::write_if_changed(&*resource, &ctx, status, new_status).await?;
+    status::write_if_changed(resource, ctx, status, new_status).await?;
     ctx.metrics
-        .key_observed(&kind, &owner, plan.record.expires_at);
+        .key_observed(&kind, &claim.owner.to_string(), plan.record.expires_at);
+    ctx.pacing.succeeded(claim.owner);
     Ok(requeue_at(plan.wake_at))
+}
+
+enum WriteError {
+    /// The API server refused the write (immutable, quota, admission...).
+    Refused(Box<kube::core::Status>),
+    Other(Error),
+}
+
+/// Applies the Secret if anything changed, on the version that was read (so
+/// a concurrent edit is never overwritten), then removes record fields that
+/// keymint no longer owns (someone erased its managedFields) but must not keep.
+async fn write_secret(
+    ctx: &Context,
+    secrets: &Api<MetaOnly<Secret>>,
+    existing: Option<&Secret>,
+    desired: &mut Secret,
+    name: &str,
+) -> Result<(), WriteError> {
+    let stale = existing.and_then(|existing| secret::stale_fields(existing, desired));
+    if !secret::needs_write(existing, desired) && stale.is_none() {
+        return Ok(());
+    }
+    desired.metadata.resource_version = existing.and_then(|s| s.metadata.resource_version.clone());
+    // Secret first: the record in it is the truth, so a crash before the
+    // status write never mints twice.
+    let refused = |error: kube::Error| match error {
+        kube::Error::Api(status) if status.code != 409 && status.code < 500 => {
+            WriteError::Refused(status)
+        }
+        error => WriteError::Other(error.into()),
+    };
+    let written = secrets
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&*desired),
+        )
+        .await
+        .map_err(refused)?;
+    ctx.record_own_write(&written.metadata);
+    if let Some(mut patch) = stale {
+        patch["metadata"]["resourceVersion"] = json!(written.metadata.resource_version);
+        let written = secrets
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(refused)?;
+        ctx.record_own_write(&written.metadata);
+    }
+    Ok(())
+}
+
+/// `text` with every occurrence of the given secrets (raw or base64) masked.
+fn scrub(text: &str, secrets: &[&str]) -> String {
+    use base64::Engine;
+    let mut text = text.to_string();
+    for secret in secrets.iter().filter(|s| s.len() >= 8) {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+        text = text
+            .replace(secret, "[redacted]")
+            .replace(&encoded, "[redacted]");
+    }
+    text
+}
+
+/// A resource being deleted while something (a finalizer) holds it: no new
+/// key and no rotation; once its key expires the Secret goes, so a
+/// terminating resource never keeps a key valid past its expiry.
+async fn terminating<K: KeyResource>(
+    resource: &K,
+    ctx: &Context,
+    target: &Target<'_>,
+    secrets: &Api<MetaOnly<Secret>>,
+    existing: Option<&Secret>,
+    record: Option<&plan::KeyRecord>,
+    now: Timestamp,
+) -> Result<Action> {
+    let Some(secret) = existing else {
+        return Ok(Action::await_change());
+    };
+    let expires_at = record.and_then(|r| r.expires_at).or_else(|| {
+        resource
+            .key_status()
+            .and_then(|s| s.expires_at.as_ref())
+            .map(|t| t.0)
+    });
+    match expires_at {
+        Some(expires_at) if expires_at <= now || record.is_none() => {
+            let message = format!(
+                "the {} is being deleted and its key expired at {}; Secret {}/{} deleted",
+                K::kind(&()),
+                secret::format_time(expires_at),
+                target.namespace,
+                target.secret_name
+            );
+            revoke(resource, ctx, secrets, secret, &message).await?;
+            let blocked = Blocked {
+                reason: "KeyExpired",
+                message,
+            };
+            let namespace = Some(target.namespace);
+            not_ready(
+                resource,
+                ctx,
+                blocked,
+                namespace,
+                target.secret_name,
+                MAX_REQUEUE,
+            )
+            .await
+        }
+        Some(expires_at) => Ok(requeue_at(Some(expires_at))),
+        None => Ok(Action::await_change()),
+    }
+}
+
+/// A key resource that does not fit its type: reported, skipped, retried
+/// with backoff. Every other resource goes on.
+async fn unreadable_resource<K: KeyResource>(
+    metadata: &ObjectMeta,
+    error: &str,
+    ctx: &Context,
+) -> Action {
+    let kind = K::kind(&()).to_string();
+    let object = format!(
+        "{kind}/{}{}",
+        metadata
+            .namespace
+            .as_ref()
+            .map(|n| format!("{n}/"))
+            .unwrap_or_default(),
+        metadata.name.as_deref().unwrap_or_default()
+    );
+    warn!(object = %object, error = %error, "key resource cannot be read; skipped");
+    let reference = ObjectReference {
+        api_version: Some(K::api_version(&()).to_string()),
+        kind: Some(kind.clone()),
+        name: metadata.name.clone(),
+        namespace: metadata.namespace.clone(),
+        uid: metadata.uid.clone(),
+        ..Default::default()
+    };
+    let note = format!("The {kind} cannot be read: {error}; it is skipped until it is fixed");
+    publish_to(
+        ctx,
+        &reference,
+        &object,
+        &kind,
+        EventType::Warning,
+        "InvalidSpec",
+        &note,
+        "Reconcile",
+    )
+    .await;
+    Action::requeue(ctx.pacing.failed(&object))
 }
 
 /// The expiry policy from the spec. The CRD already validated every field;
@@ -299,13 +569,13 @@ async fn not_ready<K: KeyResource>(
     secret_name: &str,
     requeue: Duration,
 ) -> Result<Action> {
-    // Messages can quote user input (a foreign Secret's owner annotation).
+    // Messages can quote the API server, which can quote anything.
     let blocked = Blocked {
         message: bounded(&blocked.message, MAX_CONDITION_MESSAGE_BYTES),
         ..blocked
     };
     let current = resource.key_status();
-    let revoked = blocked.reason == "ServiceAccountNotFound";
+    let revoked = matches!(blocked.reason, "ServiceAccountNotFound" | "KeyExpired");
     let new_status = status::blocked(
         current,
         &blocked,
@@ -318,7 +588,7 @@ async fn not_ready<K: KeyResource>(
     let changed = status::ready_reason(current) != Some(blocked.reason);
     status::write_if_changed(resource, ctx, current, new_status).await?;
     if changed {
-        warn!(reason = blocked.reason, message = %blocked.message, "key not issued");
+        warn!(reason = blocked.reason, message = ?blocked.message, "key not issued");
         publish(
             resource,
             ctx,
@@ -333,12 +603,36 @@ async fn not_ready<K: KeyResource>(
     Ok(Action::requeue(requeue))
 }
 
+/// Ready=False for a failure the user must see, retried with backoff.
+async fn failed<K: KeyResource>(
+    resource: &K,
+    ctx: &Context,
+    target: &Target<'_>,
+    reason: Reason,
+    message: String,
+) -> Result<Action> {
+    let retry = ctx.pacing.failed(&resource.owner_id());
+    let blocked = Blocked {
+        reason: reason.as_str(),
+        message,
+    };
+    not_ready(
+        resource,
+        ctx,
+        blocked,
+        Some(target.namespace),
+        target.secret_name,
+        retry,
+    )
+    .await
+}
+
 async fn revoke<K: KeyResource>(
     resource: &K,
     ctx: &Context,
-    secrets: &Api<Secret>,
+    secrets: &Api<MetaOnly<Secret>>,
     secret: &Secret,
-    why: &Blocked,
+    why: &str,
 ) -> Result<()> {
     let name = secret.name_any();
     let params = DeleteParams {
@@ -353,7 +647,7 @@ async fn revoke<K: KeyResource>(
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
         Err(error) => return Err(error.into()),
     }
-    let message = format!("Key revoked: Secret {name} deleted because {}", why.message);
+    let message = format!("Key revoked: Secret {name} deleted because {why}");
     info!(secret = %name, "key revoked");
     publish(
         resource,
@@ -386,7 +680,9 @@ async fn announce<K: KeyResource>(
         Change::Mint(MintReason::KeyTampered) => (
             EventType::Warning,
             "KeyReplaced",
-            format!("The Secret's key did not match its recorded SHA-256; issued new key {id}"),
+            format!(
+                "The Secret's key or its record was edited (it no longer matches what keymint wrote); issued new key {id}"
+            ),
         ),
         Change::Mint(MintReason::BindingChanged) => (
             EventType::Normal,
@@ -420,6 +716,39 @@ async fn publish<K: KeyResource>(
     note: &str,
     action: &str,
 ) {
+    let reference = resource.object_ref(&());
+    let kind = K::kind(&()).to_string();
+    publish_to(
+        ctx,
+        &reference,
+        &resource.owner_id(),
+        &kind,
+        type_,
+        reason,
+        note,
+        action,
+    )
+    .await;
+}
+
+/// Publishes an Event unless this object has had its share of Events with
+/// this reason lately (a key rotating every second must not write an Event
+/// every second).
+#[allow(clippy::too_many_arguments)]
+async fn publish_to(
+    ctx: &Context,
+    reference: &ObjectReference,
+    object: &str,
+    kind: &str,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+    action: &str,
+) {
+    if !ctx.pacing.may_publish(object, reason) {
+        ctx.metrics.event_suppressed(kind);
+        return;
+    }
     let event = Event {
         type_,
         reason: reason.into(),
@@ -427,11 +756,7 @@ async fn publish<K: KeyResource>(
         action: action.into(),
         secondary: None,
     };
-    if let Err(error) = ctx
-        .recorder
-        .publish(&event, &resource.object_ref(&()))
-        .await
-    {
+    if let Err(error) = ctx.recorder.publish(&event, reference).await {
         warn!(%error, reason, "cannot publish event");
     }
 }
@@ -439,7 +764,7 @@ async fn publish<K: KeyResource>(
 /// How a rotate request is recorded (Secret annotation, status): as given when
 /// short, else by its SHA-256, so an annotation of any size on the resource can
 /// never push the Secret or the status over the API server's limits.
-fn rotate_request_record(request: &str) -> String {
+pub(crate) fn rotate_request_record(request: &str) -> String {
     if request.len() <= MAX_ROTATE_REQUEST_RECORD {
         request.to_string()
     } else {
@@ -459,11 +784,22 @@ fn bounded(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-pub fn error_policy<K: KeyResource>(resource: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(name = %resource.name_any(), namespace = ?resource.namespace(), %error, "reconcile failed");
+/// A failed reconcile is retried with exponential backoff per resource.
+pub fn error_policy<K: KeyResource>(
+    object: Arc<Parsed<K>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    warn!(name = %object.name_any(), namespace = ?object.namespace(), error = ?error.to_string(), "reconcile failed");
     ctx.metrics
         .reconcile_failed(&K::kind(&()), error.category());
-    Action::requeue(ERROR_REQUEUE)
+    let object = match &*object {
+        Parsed::Ok(resource) => resource.owner_id(),
+        Parsed::Unreadable { metadata, .. } => {
+            format!("{:?}/{:?}", metadata.namespace, metadata.name)
+        }
+    };
+    Action::requeue(ctx.pacing.failed(&object))
 }
 
 #[cfg(test)]
@@ -481,8 +817,10 @@ mod tests {
 
     use super::reconcile;
     use crate::api::ApiKey;
+    use crate::controller::lenient::Parsed;
     use crate::controller::{Context, Metrics, Settings};
     use crate::keys::sha256_hex;
+    use crate::keys::signature::SigningKey;
 
     type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -494,7 +832,12 @@ mod tests {
             root_key_namespaces: vec!["keymint-system".into()],
         };
         (
-            Arc::new(Context::new(client, Arc::new(Metrics::default()), settings)),
+            Arc::new(Context::new(
+                client,
+                Arc::new(Metrics::default()),
+                settings,
+                SigningKey::new(&[7; 32]).expect("key"),
+            )),
             handle,
         )
     }
@@ -554,7 +897,7 @@ mod tests {
     /// it, publish the Event, apply the status.
     async fn first_mint() -> FirstMint {
         let (ctx, mut handle) = context();
-        let run = tokio::spawn(reconcile(Arc::new(api_key(None)), ctx));
+        let run = tokio::spawn(reconcile(Arc::new(Parsed::Ok(api_key(None))), ctx));
         expect(
             &mut handle,
             Method::GET,
@@ -661,7 +1004,7 @@ mod tests {
         // Second reconcile of the same state: one GET, nothing else.
         let (ctx, mut handle) = context();
         let run = tokio::spawn(reconcile(
-            Arc::new(api_key(Some(status["status"].clone()))),
+            Arc::new(Parsed::Ok(api_key(Some(status["status"].clone())))),
             ctx,
         ));
         expect(

@@ -6,11 +6,12 @@ use std::fmt::Debug;
 use std::future::Future;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::Api;
+use kube::api::{Api, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::lenient::{MetaOnly, Parsed, Trim, trim_key_resource};
 use super::{Context, Result, Settings};
 use crate::api::{ApiKey, KeySpec, KeySpecCommon, KeyStatus, RootKey, ServiceAccountKey};
 
@@ -35,6 +36,7 @@ pub enum Binding {
 /// A key resource kind.
 pub trait KeyResource:
     Resource<DynamicType = ()>
+    + Trim
     + ResourceExt
     + Clone
     + Debug
@@ -49,8 +51,8 @@ pub trait KeyResource:
     /// `spec.format.prefix`, else the kind's default (`rk`, `sak`, `ak`).
     fn token_prefix(&self) -> &str;
 
-    /// The API for this resource (cluster-wide or in its namespace).
-    fn api(client: kube::Client, resource: &Self) -> Api<Self>;
+    /// The API for this resource (cluster-wide or in its namespace), read leniently.
+    fn api(client: kube::Client, resource: &Self) -> Api<Parsed<Self>>;
 
     fn key_status(&self) -> Option<&KeyStatus>;
 
@@ -96,7 +98,7 @@ macro_rules! spec_and_status_accessors {
 /// A namespaced kind: its API and its Secret are in its own namespace.
 macro_rules! in_own_namespace {
     () => {
-        fn api(client: kube::Client, resource: &Self) -> Api<Self> {
+        fn api(client: kube::Client, resource: &Self) -> Api<Parsed<Self>> {
             Api::namespaced(client, &resource.namespace().unwrap_or_default())
         }
 
@@ -106,8 +108,20 @@ macro_rules! in_own_namespace {
     };
 }
 
+/// Key resources are cached with only what the engine reads of their metadata.
+macro_rules! trimmed_key_resource {
+    ($($kind:ty),*) => {$(
+        impl Trim for $kind {
+            fn trim(metadata: &mut kube::api::ObjectMeta) {
+                trim_key_resource(metadata)
+            }
+        }
+    )*};
+}
+trimmed_key_resource!(RootKey, ServiceAccountKey, ApiKey);
+
 impl KeyResource for RootKey {
-    fn api(client: kube::Client, _resource: &Self) -> Api<Self> {
+    fn api(client: kube::Client, _resource: &Self) -> Api<Parsed<Self>> {
         Api::all(client)
     }
 
@@ -147,24 +161,26 @@ impl KeyResource for ServiceAccountKey {
     fn binding(&self, ctx: &Context) -> impl Future<Output = Result<Binding>> + Send {
         let namespace = self.namespace().unwrap_or_default();
         let name = self.spec.service_account_name.clone();
-        let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &namespace);
+        let accounts = Api::<MetaOnly<ServiceAccount>>::namespaced(ctx.client.clone(), &namespace);
         async move {
-            Ok(match accounts.get_opt(&name).await? {
-                Some(account) => match account.metadata.uid {
-                    Some(uid) => Binding::Bound { uid },
-                    None => Binding::Missing(service_account_missing(&namespace, &name)),
-                },
-                None => Binding::Missing(service_account_missing(&namespace, &name)),
+            let account = accounts.get_opt(&name).await?;
+            Ok(match account.map(|a| a.metadata) {
+                // A terminating account (a finalizer holds it) is as good as gone.
+                Some(account) if account.deletion_timestamp.is_some() => Binding::Missing(
+                    service_account_missing(&namespace, &name, "is being deleted"),
+                ),
+                Some(ObjectMeta { uid: Some(uid), .. }) => Binding::Bound { uid },
+                _ => Binding::Missing(service_account_missing(&namespace, &name, "not found")),
             })
         }
     }
 }
 
-fn service_account_missing(namespace: &str, name: &str) -> Blocked {
+fn service_account_missing(namespace: &str, name: &str, why: &str) -> Blocked {
     Blocked {
         reason: "ServiceAccountNotFound",
         message: format!(
-            "spec.serviceAccountName: ServiceAccount {namespace}/{name} not found; the key is issued when it exists"
+            "spec.serviceAccountName: ServiceAccount {namespace}/{name} {why}; the key is issued when it exists"
         ),
     }
 }

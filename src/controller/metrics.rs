@@ -37,6 +37,7 @@ pub struct Metrics {
     keys: Family<KindLabel, Gauge>,
     earliest_expiry: Gauge<f64, std::sync::atomic::AtomicU64>,
     duration: Family<KindLabel, Histogram>,
+    events_suppressed: Family<KindLabel, Counter>,
     book: Mutex<KeyBook>,
 }
 
@@ -68,6 +69,12 @@ impl Default for Metrics {
             "Seconds until the earliest key expiry (negative: already expired)",
             earliest_expiry.clone(),
         );
+        let events_suppressed = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "events_suppressed",
+            "Events not written because one resource had its share of Events with that reason",
+            events_suppressed.clone(),
+        );
         registry.register(
             "reconcile_duration_seconds",
             "Time spent in one reconciliation",
@@ -78,10 +85,12 @@ impl Default for Metrics {
             let label = KindLabel { kind: kind.into() };
             let _ = reconciles.get_or_create(&label);
             let _ = rotations.get_or_create(&label);
+            let _ = events_suppressed.get_or_create(&label);
             let _ = keys.get_or_create(&label);
         }
         Metrics {
             registry,
+            events_suppressed,
             reconciles,
             errors,
             rotations,
@@ -123,6 +132,12 @@ impl Metrics {
                 kind: kind.into(),
                 category: category.into(),
             })
+            .inc();
+    }
+
+    pub fn event_suppressed(&self, kind: &str) {
+        self.events_suppressed
+            .get_or_create(&KindLabel { kind: kind.into() })
             .inc();
     }
 

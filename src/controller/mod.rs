@@ -3,17 +3,24 @@
 
 pub mod engine;
 pub mod kinds;
+pub mod lenient;
 pub mod metrics;
+pub mod pacing;
+pub mod record_key;
 pub mod runner;
 pub mod secret;
 pub mod status;
 
 use std::sync::Arc;
 
+use kube::api::ObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 
 pub use kinds::KeyResource;
 pub use metrics::Metrics;
+use pacing::Pacing;
+
+use crate::keys::signature::SigningKey;
 
 /// The one field manager keymint writes with (Secrets and status).
 pub const FIELD_MANAGER: &str = "keymint";
@@ -33,13 +40,21 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// Signs and verifies the records keymint keeps in Secrets.
+    pub signing_key: SigningKey,
+    pub pacing: Pacing,
     /// The resourceVersion of each Secret as keymint last wrote it, so the
     /// watch echo of its own write does not trigger another reconcile.
     own_writes: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Context {
-    pub fn new(client: kube::Client, metrics: Arc<Metrics>, settings: Settings) -> Self {
+    pub fn new(
+        client: kube::Client,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        signing_key: SigningKey,
+    ) -> Self {
         let reporter = Reporter {
             controller: "keymint".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -50,21 +65,23 @@ impl Context {
             recorder,
             metrics,
             settings,
+            signing_key,
+            pacing: Pacing::default(),
             own_writes: Default::default(),
         }
     }
 
-    fn secret_key(secret: &k8s_openapi::api::core::v1::Secret) -> String {
+    fn secret_key(secret: &ObjectMeta) -> String {
         format!(
             "{}/{}",
-            secret.metadata.namespace.as_deref().unwrap_or_default(),
-            secret.metadata.name.as_deref().unwrap_or_default()
+            secret.namespace.as_deref().unwrap_or_default(),
+            secret.name.as_deref().unwrap_or_default()
         )
     }
 
     /// Remembers the version of a Secret keymint just wrote.
-    pub fn record_own_write(&self, secret: &k8s_openapi::api::core::v1::Secret) {
-        if let Some(version) = &secret.metadata.resource_version {
+    pub fn record_own_write(&self, secret: &ObjectMeta) {
+        if let Some(version) = &secret.resource_version {
             let mut writes = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
             writes.insert(Self::secret_key(secret), version.clone());
         }
@@ -72,10 +89,10 @@ impl Context {
 
     /// Whether this Secret event is the echo of keymint's own last write (any
     /// later change by someone else has another resourceVersion).
-    pub fn is_own_write(&self, secret: &k8s_openapi::api::core::v1::Secret) -> bool {
+    pub fn is_own_write(&self, secret: &ObjectMeta) -> bool {
         let writes = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
-        secret.metadata.resource_version.is_some()
-            && writes.get(&Self::secret_key(secret)) == secret.metadata.resource_version.as_ref()
+        secret.resource_version.is_some()
+            && writes.get(&Self::secret_key(secret)) == secret.resource_version.as_ref()
     }
 }
 

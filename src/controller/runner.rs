@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::engine::{error_policy, reconcile};
+use super::lenient::{MetaOnly, Parsed};
 use super::secret::{MANAGED_BY, MANAGED_BY_LABEL, OWNER};
 use super::{Context, KeyResource};
 use crate::api::{ApiKey, RootKey, ServiceAccountKey};
@@ -31,15 +32,26 @@ pub enum Scope {
     Namespaces(Vec<String>),
 }
 
+/// Objects per LIST page: a tenant's objects can be large (annotations up to
+/// 256 KiB), and a page is held in memory whole while it is parsed.
+const PAGE_SIZE: u32 = 50;
+
 fn managed_secrets() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"))
+    watcher::Config::default()
+        .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"))
+        .page_size(PAGE_SIZE)
+}
+
+fn key_resources() -> watcher::Config {
+    watcher::Config::default().page_size(PAGE_SIZE)
 }
 
 /// Maps a managed Secret back to its resource, by the controller owner
 /// reference and by the owner annotation: an edit of either still wakes the
-/// real owner.
-fn owner_of<K: KeyResource>(secret: &Secret) -> Vec<ObjectRef<K>> {
-    let mut owners: Vec<ObjectRef<K>> = secret
+/// real owner. Only resources in the Secret's own namespace (or RootKeys) are
+/// ever named: a Secret in one namespace never makes keymint look at another.
+fn owner_of<K: KeyResource>(secret: &MetaOnly<Secret>) -> Vec<ObjectRef<Parsed<K>>> {
+    let mut owners: Vec<ObjectRef<Parsed<K>>> = secret
         .owner_references()
         .iter()
         .filter(|r| r.controller == Some(true) && r.kind == K::kind(&()))
@@ -58,7 +70,9 @@ fn owner_of<K: KeyResource>(secret: &Secret) -> Vec<ObjectRef<K>> {
             (Some(kind), Some(name), None, None) if kind == K::kind(&()) => {
                 Some(ObjectRef::new(name))
             }
-            (Some(kind), Some(namespace), Some(name), None) if kind == K::kind(&()) => {
+            (Some(kind), Some(namespace), Some(name), None)
+                if kind == K::kind(&()) && secret.namespace().as_deref() == Some(namespace) =>
+            {
                 Some(ObjectRef::new(name).within(namespace))
             }
             _ => None,
@@ -72,10 +86,10 @@ fn owner_of<K: KeyResource>(secret: &Secret) -> Vec<ObjectRef<K>> {
 /// the echo of keymint's own write (already reconciled).
 fn secret_owners<K: KeyResource>(
     ctx: &Arc<Context>,
-) -> impl Fn(Secret) -> Vec<ObjectRef<K>> + Send + Sync + 'static {
+) -> impl Fn(MetaOnly<Secret>) -> Vec<ObjectRef<Parsed<K>>> + Send + Sync + 'static {
     let ctx = ctx.clone();
     move |secret| {
-        if ctx.is_own_write(&secret) {
+        if ctx.is_own_write(&secret.metadata) {
             Vec::new()
         } else {
             owner_of::<K>(&secret)
@@ -87,7 +101,7 @@ fn secret_owners<K: KeyResource>(
 const CONCURRENCY: u16 = 32;
 
 async fn drive<K: KeyResource>(
-    controller: Controller<K>,
+    controller: Controller<Parsed<K>>,
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -119,13 +133,11 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
     let mut listers: Vec<OwnerLister> = Vec::new();
 
     // RootKeys are cluster-scoped; their Secrets live in the allowed namespaces.
-    let mut root_keys = Controller::new(
-        Api::<RootKey>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    let mut root_keys =
+        Controller::new(Api::<Parsed<RootKey>>::all(client.clone()), key_resources());
     for namespace in &ctx.settings.root_key_namespaces {
         root_keys = root_keys.watches(
-            namespaced_api::<Secret>(&client, Some(namespace)),
+            namespaced_api::<MetaOnly<Secret>>(&client, Some(namespace)),
             managed_secrets(),
             secret_owners::<RootKey>(&ctx),
         );
@@ -144,11 +156,11 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
     for namespace in namespaces {
         let namespace = namespace.as_deref();
         let api_keys = Controller::new(
-            namespaced_api::<ApiKey>(&client, namespace),
-            watcher::Config::default(),
+            namespaced_api::<Parsed<ApiKey>>(&client, namespace),
+            key_resources(),
         )
         .watches(
-            namespaced_api::<Secret>(&client, namespace),
+            namespaced_api::<MetaOnly<Secret>>(&client, namespace),
             managed_secrets(),
             secret_owners::<ApiKey>(&ctx),
         );
@@ -160,20 +172,20 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         )));
 
         let account_keys = Controller::new(
-            namespaced_api::<ServiceAccountKey>(&client, namespace),
-            watcher::Config::default(),
+            namespaced_api::<Parsed<ServiceAccountKey>>(&client, namespace),
+            key_resources(),
         );
         let store = account_keys.store();
         listers.push(lister(store.clone()));
         let account_keys = account_keys
             .watches(
-                namespaced_api::<Secret>(&client, namespace),
+                namespaced_api::<MetaOnly<Secret>>(&client, namespace),
                 managed_secrets(),
                 secret_owners::<ServiceAccountKey>(&ctx),
             )
             .watches(
-                namespaced_api::<ServiceAccount>(&client, namespace),
-                watcher::Config::default(),
+                namespaced_api::<MetaOnly<ServiceAccount>>(&client, namespace),
+                watcher::Config::default().page_size(PAGE_SIZE),
                 move |account| {
                     let account_namespace = account.namespace();
                     let account_name = account.name_any();
@@ -181,8 +193,10 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
                         .state()
                         .into_iter()
                         .filter(|key| {
-                            key.namespace() == account_namespace
-                                && key.spec.service_account_name == account_name
+                            key.ok().is_some_and(|key| {
+                                key.namespace() == account_namespace
+                                    && key.spec.service_account_name == account_name
+                            })
                         })
                         .map(|key| ObjectRef::from_obj(&*key))
                         .collect::<Vec<_>>()
@@ -201,8 +215,14 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
 /// Lists the owner ids of the resources a controller's cache holds.
 type OwnerLister = Box<dyn Fn() -> Vec<String> + Send + Sync>;
 
-fn lister<K: KeyResource>(store: Store<K>) -> OwnerLister {
-    Box::new(move || store.state().iter().map(|key| key.owner_id()).collect())
+fn lister<K: KeyResource>(store: Store<Parsed<K>>) -> OwnerLister {
+    Box::new(move || {
+        store
+            .state()
+            .iter()
+            .filter_map(|key| key.ok().map(KeyResource::owner_id))
+            .collect()
+    })
 }
 
 /// Deleted resources are never reconciled again, so the metrics forget them

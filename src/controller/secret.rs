@@ -11,7 +11,9 @@ use kube::api::ObjectMeta;
 use serde_json::Value;
 
 use super::FIELD_MANAGER;
+use crate::api::KeyStatus;
 use crate::keys::plan::{KeyRecord, Observed, PreviousKey};
+use crate::keys::signature::{SigningKey, Subject};
 use crate::keys::{sha256_hex, verify_checksum};
 
 pub use crate::api::{
@@ -31,6 +33,10 @@ pub const PREVIOUS_ID: &str = "keymint.dev/previous-id";
 pub const PREVIOUS_EXPIRES_AT: &str = "keymint.dev/previous-expires-at";
 pub const ROTATE_REQUEST_HANDLED: &str = "keymint.dev/rotate-request-handled";
 pub const BOUND_UID: &str = "keymint.dev/bound-uid";
+/// UID of the resource the Secret was written for.
+pub const OWNER_UID: &str = "keymint.dev/owner-uid";
+/// HMAC of the record under the operator's key (see [`crate::keys::signature`]).
+pub const RECORD_SIGNATURE: &str = "keymint.dev/record-signature";
 
 /// Label and annotation keys a `secretTemplate` may never set: they would let
 /// a resource's author make the Secret look like another tool's (Argo CD
@@ -48,49 +54,143 @@ pub fn is_reserved_key(key: &str) -> bool {
         .any(|domain| prefix == *domain || prefix.ends_with(&format!(".{domain}")))
 }
 
+/// Who claims the Secret: the resource (by name and UID) and where its Secret goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// `Kind/namespace/name` (or `Kind/name`).
+    pub owner: &'a str,
+    pub owner_uid: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
 /// What was found at the Secret's name.
 #[derive(Debug)]
 pub enum Found {
     Nothing,
-    /// Ours: written by keymint for this very resource.
-    Ours(Box<Secret>),
-    /// Someone else's (another application's, or another keymint resource's).
-    Foreign {
-        owner: Option<String>,
+    /// Ours: keymint wrote it for this very resource, and its record is
+    /// trusted (its signature verifies).
+    Ours {
+        secret: Box<Secret>,
+        record: KeyRecord,
     },
+    /// keymint issued a key to this Secret (the resource's status, which only
+    /// keymint writes, says so), but the record in it does not verify: someone
+    /// edited it. Nothing of it is kept; a new key replaces it.
+    Tampered(Box<Secret>),
+    /// Not provably this resource's: never written to.
+    Foreign(Foreign),
 }
 
-/// Tells our Secret from someone else's: the owner annotation names this
-/// resource (`Kind/namespace/name`, so two resources never fight over one
-/// Secret), the type is keymint's, and keymint's own field manager applied it
-/// (so a look-alike Secret created by another tool, e.g. synced from Git, is
-/// never adopted).
-pub fn classify(secret: Option<Secret>, owner: &str) -> Found {
-    match secret {
-        None => Found::Nothing,
-        Some(secret) => {
-            let recorded = annotation(&secret, OWNER);
-            let applied_by_keymint = secret
-                .metadata
-                .managed_fields
-                .iter()
-                .flatten()
-                .any(|entry| {
-                    entry.manager.as_deref() == Some(FIELD_MANAGER)
-                        && entry.operation.as_deref() == Some("Apply")
-                });
-            if recorded == Some(owner)
-                && secret.type_.as_deref() == Some(SECRET_TYPE)
-                && applied_by_keymint
-            {
-                Found::Ours(Box::new(secret))
-            } else {
-                Found::Foreign {
-                    owner: recorded.map(str::to_string),
-                }
-            }
+/// Whose a foreign Secret is, as far as can be told without quoting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Foreign {
+    /// Not a keymint Secret.
+    Application,
+    /// A keymint Secret of another resource (or made to look like one).
+    OtherResource,
+    /// A Secret keymint wrote for an earlier resource of the same name (deleted
+    /// with `deletionPolicy: Retain` or orphaned): its key is not handed to
+    /// the new resource.
+    EarlierResource,
+}
+
+/// Tells our Secret from someone else's. Anyone who can write the Secret can
+/// write its annotations, type and managedFields, so only the record's
+/// signature (under the operator's key, bound to this resource's name and
+/// UID and to the Secret's name) proves keymint wrote it for this resource.
+/// A Secret written before records were signed is adopted when its record
+/// matches the resource's status exactly (only keymint writes status); its
+/// previous key is then not kept.
+pub fn classify(
+    secret: Option<Secret>,
+    claim: &Claim<'_>,
+    key: &SigningKey,
+    status: Option<&KeyStatus>,
+) -> Found {
+    let Some(secret) = secret else {
+        return Found::Nothing;
+    };
+    if secret.type_.as_deref() != Some(SECRET_TYPE) {
+        return Found::Foreign(Foreign::Application);
+    }
+    let record = read_record(&secret);
+    let signature = annotation(&secret, RECORD_SIGNATURE);
+    let previous_sha256 = data_text(&secret, DATA_PREVIOUS_KEY).map(sha256_hex);
+    let signed_for = |owner_uid: &str, record: &KeyRecord| {
+        let subject = Subject {
+            owner: claim.owner,
+            owner_uid,
+            secret_namespace: claim.namespace,
+            secret_name: claim.name,
+            record,
+            previous_key_sha256: previous_sha256.as_deref(),
+        };
+        signature.is_some_and(|signature| key.verify(&subject, signature))
+    };
+    if let Some(record) = &record {
+        if signed_for(claim.owner_uid, record) {
+            let record = record.clone();
+            return Found::Ours {
+                secret: Box::new(secret),
+                record,
+            };
+        }
+        if signature.is_none()
+            && let Some(status) = status
+            && matches_status(record, status, claim.name)
+        {
+            let record = KeyRecord {
+                previous: None,
+                ..record.clone()
+            };
+            return Found::Ours {
+                secret: Box::new(secret),
+                record,
+            };
         }
     }
+    if status.is_some_and(|status| issued_here(status, claim)) {
+        return Found::Tampered(Box::new(secret));
+    }
+    let earlier_uid = annotation(&secret, OWNER_UID);
+    let earlier = match (&record, earlier_uid) {
+        (Some(record), Some(uid)) if uid != claim.owner_uid => signed_for(uid, record),
+        _ => false,
+    };
+    if earlier && annotation(&secret, OWNER) == Some(claim.owner) {
+        Found::Foreign(Foreign::EarlierResource)
+    } else if annotation(&secret, OWNER).is_some() {
+        Found::Foreign(Foreign::OtherResource)
+    } else {
+        Found::Foreign(Foreign::Application)
+    }
+}
+
+/// The resource's status says keymint issued a key to this Secret.
+fn issued_here(status: &KeyStatus, claim: &Claim<'_>) -> bool {
+    status.key_sha256.is_some()
+        && status.secret_name.as_deref() == Some(claim.name)
+        && status
+            .secret_namespace
+            .as_deref()
+            .is_none_or(|namespace| namespace == claim.namespace)
+}
+
+/// An unsigned record that says exactly what the status says.
+fn matches_status(record: &KeyRecord, status: &KeyStatus, secret_name: &str) -> bool {
+    let time =
+        |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.as_ref().map(|t| t.0);
+    status.secret_name.as_deref() == Some(secret_name)
+        && status.id.as_deref() == Some(record.id.as_str())
+        && status.key_sha256.as_deref() == Some(record.sha256.as_str())
+        && time(&status.created_at) == Some(record.created_at)
+        && time(&status.expires_at) == record.expires_at
+        && status
+            .rotations
+            .and_then(|r| u64::try_from(r).ok())
+            .unwrap_or(0)
+            == record.rotations
 }
 
 fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
@@ -120,22 +220,16 @@ pub fn wipe(secret: &mut Secret) {
     }
 }
 
-/// Reads the key's record from our Secret. A record that cannot be read
-/// (someone edited the annotations) counts as a lost key: it is replaced.
-pub fn observe(secret: &Secret) -> Observed {
-    match read_record(secret) {
-        Some(record) => {
-            // A key keymint did not mint (wrong format or checksum) counts as
-            // tampered, even if someone planted its hash next to it.
-            let actual_sha256 = data_text(secret, DATA_KEY)
-                .filter(|key| verify_checksum(key).is_ok())
-                .map(sha256_hex);
-            Observed::Present {
-                record,
-                actual_sha256,
-            }
-        }
-        None => Observed::Missing,
+/// What our Secret holds: its trusted record and the SHA-256 of the key
+/// actually in it. A key keymint did not mint (wrong format or checksum)
+/// counts as tampered.
+pub fn observe(secret: &Secret, record: KeyRecord) -> Observed {
+    let actual_sha256 = data_text(secret, DATA_KEY)
+        .filter(|key| verify_checksum(key).is_ok())
+        .map(sha256_hex);
+    Observed::Present {
+        record,
+        actual_sha256,
     }
 }
 
@@ -173,9 +267,8 @@ pub fn format_time(t: Timestamp) -> String {
 
 /// Everything the Secret is built from.
 pub struct SecretContent<'a> {
-    pub name: &'a str,
-    pub namespace: &'a str,
-    pub owner: &'a str,
+    pub claim: Claim<'a>,
+    pub signing_key: &'a SigningKey,
     pub record: &'a KeyRecord,
     pub key: &'a str,
     pub previous_key: Option<&'a str>,
@@ -188,7 +281,16 @@ pub struct SecretContent<'a> {
 
 /// The Secret exactly as keymint applies it (every field it owns).
 pub fn desired_secret(content: &SecretContent<'_>) -> Secret {
-    let record = content.record;
+    let claim = content.claim;
+    // The record as written: a previous key without its text is not kept.
+    let record = &KeyRecord {
+        previous: content
+            .record
+            .previous
+            .clone()
+            .filter(|_| content.previous_key.is_some()),
+        ..content.record.clone()
+    };
     let mut labels: BTreeMap<String, String> = content
         .template_labels
         .iter()
@@ -207,7 +309,18 @@ pub fn desired_secret(content: &SecretContent<'_>) -> Secret {
     let mut record_annotation = |key: &str, value: String| {
         annotations.insert(key.to_string(), value);
     };
-    record_annotation(OWNER, content.owner.to_string());
+    record_annotation(OWNER, claim.owner.to_string());
+    record_annotation(OWNER_UID, claim.owner_uid.to_string());
+    let previous_key_sha256 = content.previous_key.map(sha256_hex);
+    let subject = Subject {
+        owner: claim.owner,
+        owner_uid: claim.owner_uid,
+        secret_namespace: claim.namespace,
+        secret_name: claim.name,
+        record,
+        previous_key_sha256: previous_key_sha256.as_deref(),
+    };
+    record_annotation(RECORD_SIGNATURE, content.signing_key.sign(&subject));
     record_annotation(KEY_ID, record.id.clone());
     record_annotation(KEY_SHA256, record.sha256.clone());
     record_annotation(CREATED_AT, format_time(record.created_at));
@@ -237,8 +350,8 @@ pub fn desired_secret(content: &SecretContent<'_>) -> Secret {
 
     Secret {
         metadata: ObjectMeta {
-            name: Some(content.name.to_string()),
-            namespace: Some(content.namespace.to_string()),
+            name: Some(claim.name.to_string()),
+            namespace: Some(claim.namespace.to_string()),
             labels: Some(labels),
             annotations: Some(annotations),
             owner_references: content.owner_reference.clone().map(|r| vec![r]),
@@ -306,6 +419,42 @@ pub fn needs_write(existing: Option<&Secret>, desired: &Secret) -> bool {
         )
         || data_differs
         || owner_refs_differ
+}
+
+/// Key entries and record annotations that the Secret has, keymint does not
+/// want, and server-side apply will not remove because keymint's field
+/// manager does not own them (someone erased its managedFields, or planted
+/// them): a JSON merge patch that removes them.
+pub fn stale_fields(existing: &Secret, desired: &Secret) -> Option<Value> {
+    let owned = OwnedFields::of(&existing.metadata);
+    let wanted_data = desired.data.as_ref();
+    let data: serde_json::Map<String, Value> = existing
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| [DATA_KEY, DATA_ID, DATA_PREVIOUS_KEY, DATA_PREVIOUS_ID].contains(&k.as_str()))
+        .filter(|k| !wanted_data.is_some_and(|d| d.contains_key(*k)) && !owned.data.contains(*k))
+        .map(|k| (k.clone(), Value::Null))
+        .collect();
+    let wanted_annotations = desired.metadata.annotations.as_ref();
+    let annotations: serde_json::Map<String, Value> = existing
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("keymint.dev/"))
+        .filter(|k| {
+            !wanted_annotations.is_some_and(|a| a.contains_key(*k))
+                && !owned.annotations.contains(*k)
+        })
+        .map(|k| (k.clone(), Value::Null))
+        .collect();
+    if data.is_empty() && annotations.is_empty() {
+        return None;
+    }
+    Some(serde_json::json!({"metadata": {"annotations": annotations}, "data": data}))
 }
 
 /// The Secret fields keymint's field manager owns, read from `managedFields`.
@@ -382,16 +531,6 @@ mod tests {
             .to_string()
     }
 
-    /// Marks `secret` as applied by keymint's field manager, as the API server would.
-    fn applied_by_keymint(mut secret: Secret) -> Secret {
-        secret.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
-            manager: Some(FIELD_MANAGER.into()),
-            operation: Some("Apply".into()),
-            ..Default::default()
-        }]);
-        secret
-    }
-
     fn record() -> KeyRecord {
         KeyRecord {
             id: "ABC123".into(),
@@ -409,15 +548,44 @@ mod tests {
         }
     }
 
+    const CLAIM: Claim<'static> = Claim {
+        owner: "APIKey/ns/k",
+        owner_uid: "uid-1",
+        namespace: "ns",
+        name: "s",
+    };
+
+    fn signing_key() -> &'static SigningKey {
+        static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+        KEY.get_or_init(|| SigningKey::new(&[7; 32]).expect("key"))
+    }
+
+    fn classified(secret: Secret, claim: &Claim<'_>, status: Option<&KeyStatus>) -> Found {
+        classify(Some(secret), claim, signing_key(), status)
+    }
+
+    /// The status keymint writes after issuing `record` to CLAIM's Secret.
+    fn status_of(record: &KeyRecord) -> KeyStatus {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        KeyStatus {
+            id: Some(record.id.clone()),
+            key_sha256: Some(record.sha256.clone()),
+            secret_name: Some(CLAIM.name.into()),
+            created_at: Some(Time(record.created_at)),
+            expires_at: record.expires_at.map(Time),
+            rotations: Some(i64::try_from(record.rotations).expect("small")),
+            ..Default::default()
+        }
+    }
+
     fn content<'a>(
         record: &'a KeyRecord,
         labels: &'a BTreeMap<String, String>,
         key: &'a str,
     ) -> SecretContent<'a> {
         SecretContent {
-            name: "s",
-            namespace: "ns",
-            owner: "APIKey/ns/k",
+            claim: CLAIM,
+            signing_key: signing_key(),
             record,
             key,
             previous_key: Some("ak_old"),
@@ -434,8 +602,15 @@ mod tests {
         let record = record();
         let empty = BTreeMap::new();
         let secret = desired_secret(&content(&record, &empty, &key));
+        let Found::Ours {
+            secret: found,
+            record: trusted,
+        } = classified(secret.clone(), &CLAIM, None)
+        else {
+            panic!("a Secret keymint wrote verifies");
+        };
         assert_eq!(
-            observe(&secret),
+            observe(&found, trusted),
             Observed::Present {
                 record: record.clone(),
                 actual_sha256: Some(record.sha256.clone())
@@ -462,7 +637,56 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_record_reads_as_missing() {
+    fn an_edited_record_is_tampered_when_keymint_issued_there_and_foreign_otherwise() {
+        let key = token();
+        let record = record();
+        let empty = BTreeMap::new();
+        let status = status_of(&record);
+        let edits: [(&str, &str); 5] = [
+            (CREATED_AT, "yesterday"),
+            (CREATED_AT, "2099-01-01T00:00:00Z"),
+            (KEY_ID, "FORGED"),
+            (PREVIOUS_EXPIRES_AT, "2099-01-01T00:00:00Z"),
+            (RECORD_SIGNATURE, "v1:00"),
+        ];
+        for (field, value) in edits {
+            let mut secret = desired_secret(&content(&record, &empty, &key));
+            secret
+                .metadata
+                .annotations
+                .as_mut()
+                .expect("annotations")
+                .insert(field.into(), value.into());
+            assert!(
+                matches!(
+                    classified(secret.clone(), &CLAIM, Some(&status)),
+                    Found::Tampered(_)
+                ),
+                "{field}={value}"
+            );
+            assert!(
+                matches!(
+                    classified(secret, &CLAIM, None),
+                    Found::Foreign(Foreign::OtherResource)
+                ),
+                "{field}={value} without a status that says keymint issued there"
+            );
+        }
+        // A planted previous key is not covered by the record alone.
+        let mut secret = desired_secret(&content(&record, &empty, &key));
+        secret
+            .data
+            .as_mut()
+            .expect("data")
+            .insert(DATA_PREVIOUS_KEY.into(), ByteString(b"ak_planted".to_vec()));
+        assert!(matches!(
+            classified(secret, &CLAIM, Some(&status)),
+            Found::Tampered(_)
+        ));
+    }
+
+    #[test]
+    fn an_unsigned_record_is_adopted_only_when_it_matches_the_status_and_loses_its_previous_key() {
         let key = token();
         let record = record();
         let empty = BTreeMap::new();
@@ -472,8 +696,24 @@ mod tests {
             .annotations
             .as_mut()
             .expect("annotations")
-            .insert(CREATED_AT.into(), "yesterday".into());
-        assert_eq!(observe(&secret), Observed::Missing);
+            .remove(RECORD_SIGNATURE);
+        let status = status_of(&record);
+        let Found::Ours {
+            record: adopted, ..
+        } = classified(secret.clone(), &CLAIM, Some(&status))
+        else {
+            panic!("a record written before signing is adopted when the status agrees");
+        };
+        assert_eq!(adopted.previous, None);
+        assert_eq!(adopted.id, record.id);
+        let forged = KeyStatus {
+            id: Some("OTHER".into()),
+            ..status
+        };
+        assert!(matches!(
+            classified(secret, &CLAIM, Some(&forged)),
+            Found::Tampered(_)
+        ));
     }
 
     #[test]
@@ -512,36 +752,62 @@ mod tests {
     }
 
     #[test]
-    fn ownership_is_by_owner_annotation_and_type() {
+    fn ownership_is_proven_by_the_signature_for_this_resource_and_secret() {
         let key = token();
         let record = record();
         let empty = BTreeMap::new();
-        let secret = applied_by_keymint(desired_secret(&content(&record, &empty, &key)));
+        let secret = desired_secret(&content(&record, &empty, &key));
         assert!(matches!(
-            classify(Some(secret.clone()), "APIKey/ns/k"),
-            Found::Ours(_)
+            classified(secret.clone(), &CLAIM, None),
+            Found::Ours { .. }
         ));
-        // A look-alike that another tool applied (e.g. synced from Git) is not ours.
-        let planted = desired_secret(&content(&record, &empty, &key));
+        // The same Secret claimed by another resource, or found under another
+        // name, does not verify.
+        let other = Claim {
+            owner: "APIKey/ns/other",
+            ..CLAIM
+        };
         assert!(matches!(
-            classify(Some(planted), "APIKey/ns/k"),
-            Found::Foreign { .. }
+            classified(secret.clone(), &other, None),
+            Found::Foreign(Foreign::OtherResource)
         ));
+        let copied = Claim {
+            name: "copy",
+            ..CLAIM
+        };
         assert!(matches!(
-            classify(Some(secret.clone()), "APIKey/ns/other"),
-            Found::Foreign { .. }
+            classified(secret.clone(), &copied, None),
+            Found::Foreign(_)
+        ));
+        // A re-created resource of the same name (new UID) does not inherit it.
+        let recreated = Claim {
+            owner_uid: "uid-2",
+            ..CLAIM
+        };
+        assert!(matches!(
+            classified(secret.clone(), &recreated, None),
+            Found::Foreign(Foreign::EarlierResource)
+        ));
+        // Signed under another operator's key: not ours.
+        let stranger = SigningKey::new(&[8; 32]).expect("key");
+        assert!(matches!(
+            classify(Some(secret.clone()), &CLAIM, &stranger, None),
+            Found::Foreign(_)
         ));
         let mut opaque = secret;
         opaque.type_ = Some("Opaque".into());
         assert!(matches!(
-            classify(Some(opaque), "APIKey/ns/k"),
-            Found::Foreign { .. }
+            classified(opaque, &CLAIM, None),
+            Found::Foreign(Foreign::Application)
         ));
         assert!(matches!(
-            classify(Some(Secret::default()), "APIKey/ns/k"),
-            Found::Foreign { owner: None }
+            classified(Secret::default(), &CLAIM, None),
+            Found::Foreign(Foreign::Application)
         ));
-        assert!(matches!(classify(None, "APIKey/ns/k"), Found::Nothing));
+        assert!(matches!(
+            classify(None, &CLAIM, signing_key(), None),
+            Found::Nothing
+        ));
     }
 
     #[test]

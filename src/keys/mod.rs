@@ -5,6 +5,7 @@
 pub mod duration;
 pub mod plan;
 pub mod schedule;
+pub mod signature;
 pub mod token;
 
 pub use duration::{

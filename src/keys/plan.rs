@@ -43,6 +43,9 @@ pub struct PreviousKey {
 pub enum Observed {
     /// No Secret (never created, or deleted by someone).
     Missing,
+    /// Our Secret, but its record does not verify (someone edited it): nothing
+    /// in it is trusted. `rotations` is the count the status last published.
+    Untrusted { rotations: u64 },
     /// Our Secret, with its record and the SHA-256 of the key it actually holds.
     Present {
         record: KeyRecord,
@@ -144,6 +147,10 @@ pub fn plan<E: std::error::Error + 'static>(
                 fresh_record(now, wanted, None, 0, mint)?,
             )
         }
+        Observed::Untrusted { rotations } => (
+            Change::Mint(MintReason::KeyTampered),
+            fresh_record(now, wanted, None, *rotations, mint)?,
+        ),
         Observed::Present {
             record,
             actual_sha256,
