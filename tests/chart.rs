@@ -594,9 +594,34 @@ fn operator_rbac_is_exactly_what_the_controller_uses() {
         "status stays the operator's"
     );
 
+    // The record signing key: created, then read by name, in the release namespace.
+    let record_key = find(
+        &documents,
+        "Role",
+        "keymint-record-key",
+        Some("keymint-system"),
+    );
+    assert_eq!(
+        grants(record_key),
+        triples(&[("", &["secrets"], &["create", "get"])])
+    );
+    assert!(
+        record_key["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|rule| rule["verbs"] == serde_json::json!(["get"]))
+            .all(|rule| rule["resourceNames"] == serde_json::json!(["keymint-record-key"])),
+        "get is limited to the record key Secret"
+    );
+
     // No leader election: no Lease Role.
     let single = render(&["--set", "leaderElection.enabled=false"]).expect("renders");
-    assert!(single.iter().all(|d| d["kind"] != "Role"));
+    assert!(
+        single
+            .iter()
+            .all(|d| d["kind"] != "Role" || d["metadata"]["name"] == "keymint-record-key")
+    );
 }
 
 #[test]

@@ -126,6 +126,16 @@ pub fn blocked(
         },
         None => KeyStatus::default(),
     };
+    // While a key is recorded, secretName keeps naming the Secret that holds
+    // it: it is what tells keymint where it issued a key (a blocked move to
+    // another Secret must never make that one look like keymint's).
+    if base.key_sha256.is_some() {
+        return KeyStatus {
+            observed_generation: generation,
+            conditions: vec![condition(current, ready, generation, now)],
+            ..base
+        };
+    }
     KeyStatus {
         secret_name: Some(secret_name.to_string()),
         secret_namespace: secret_namespace

@@ -905,7 +905,8 @@ fn foreign_targets(t: &mut Table) {
         secret("planted", "keymint.dev/key", &[("app.kubernetes.io/instance", "argo-app")], &[("keymint.dev/owner", own)], &[("key", "ak_planted")]), None));
     t.push(foreign("secretName of a Secret whose owner annotation is 64 KiB", Api,
         secret("long-owner", "Opaque", &[], &[("keymint.dev/owner", "o".repeat(64 * KIB))], &[("key", "x")]), None));
-    let keys: [(Kind, Kind, &str); 3] = [(Api, Sak, "ServiceAccountKey/"), (Sak, Api, "APIKey/"), (Root, Root, "RootKey/")];
+    // The message says whose it is without quoting the other Secret's annotations.
+    let keys: [(Kind, Kind, &str); 3] = [(Api, Sak, "another keymint resource"), (Sak, Api, "another keymint resource"), (Root, Root, "another keymint resource")];
     for (kind, other, names) in keys {
         let other_name = t.fixture_name(other, "owner");
         t.push(row(C, kind, format!("secretName of a {}'s Secret", other.name()), spec(kind, json!({"secretName": other_name})), conflict(&[names]))
@@ -977,7 +978,7 @@ fn hostile_edits(t: &mut Table) {
         .with(Fixture::Secret(None, Box::new(opaque(&foreign_name)))));
     let other_key = t.fixture_name(Sak, "owner");
     t.push(row(C, Api, "secretName of a Ready key changed to a ServiceAccountKey's Secret", edit(Api, json!({}), Edit::Spec(json!({"secretName": other_key}))),
-        Expect::State(handled("SecretConflict", &["spec.secretName", "ServiceAccountKey/"], After::Unchanged)))
+        Expect::State(handled("SecretConflict", &["spec.secretName", "another keymint resource"], After::Unchanged)))
         .with(Fixture::Key(Sak, other_key.clone(), Sak.minimal())));
     t.push(row(C, Root, "secretNamespace of a Ready RootKey changed to kube-system", edit(Root, json!({}), Edit::Spec(json!({"secretNamespace": "kube-system"}))),
         Expect::State(handled("NamespaceNotAllowed", &["spec.secretNamespace"], After::Absent))));
