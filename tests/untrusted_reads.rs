@@ -1371,99 +1371,135 @@ async fn claimant_state(
     }
 }
 
-/// Two resources created at once, both claiming Secret `shared`: exactly one
-/// ends Ready, the other SecretConflict; the Secret holds the winner's key
-/// throughout, written once.
+/// Contested Secrets per test: more pairs, more chances to catch a race.
+const CONTESTS: usize = 6;
+
+/// Claimant `i` of pair `pair`: (kind, name). The first is always an APIKey.
+fn claimant(pair: usize, second_kind: &'static str, i: usize) -> (&'static str, String) {
+    match i {
+        0 => ("APIKey", format!("first-{pair}")),
+        _ => (second_kind, format!("second-{pair}")),
+    }
+}
+
+/// The pair's outcome once settled: which claimant won (0 or 1) and the key
+/// the Secret holds, which must be the one the winner's status reports.
+async fn settled(
+    client: &kube::Client,
+    namespace: &str,
+    second_kind: &'static str,
+    pair: usize,
+) -> Result<(usize, String), String> {
+    let mut states = Vec::new();
+    for i in 0..2 {
+        let (kind, name) = claimant(pair, second_kind, i);
+        states.push(claimant_state(client, namespace, kind, &name).await?);
+    }
+    let is = |i: usize, status: &str, reason: &str| {
+        states[i].0 == Some((status.to_string(), reason.to_string()))
+    };
+    let issued = |i| is(i, "True", "KeyIssued");
+    let conflict = |i| is(i, "False", "SecretConflict");
+    let winner = match (issued(0) && conflict(1), issued(1) && conflict(0)) {
+        (true, false) => 0,
+        (false, true) => 1,
+        _ => {
+            return Err(format!(
+                "pair {pair}: first {:?}, second {:?}",
+                states[0].0, states[1].0
+            ));
+        }
+    };
+    let sha = states[winner].1.key_sha256.clone().ok_or("no hash")?;
+    let secret = raw_get(client, &secret_path(namespace, &format!("shared-{pair}")))
+        .await?
+        .ok_or("no Secret")?;
+    let token = data_text(&secret, "key").ok_or("no key")?;
+    if sha256_hex(&token) != sha {
+        return Err(format!(
+            "pair {pair}: the Secret does not hold the winner's ({}) key",
+            claimant(pair, second_kind, winner).1
+        ));
+    }
+    Ok((winner, token))
+}
+
+/// Pairs of resources created at once, each pair claiming Secret `shared-N`:
+/// in each pair exactly one ends Ready, the other SecretConflict; the Secret
+/// holds the winner's key throughout, written once by the operator.
 async fn one_owner_of_a_contested_secret(
     client: &kube::Client,
     namespace: &str,
-    second_kind: &str,
+    second_kind: &'static str,
 ) {
     let mark = audit_mark();
-    let first = api_key(
-        "first",
-        json!({"permissions": ["read"], "secretName": "shared"}),
-    );
     let api_keys = Api::<ApiKey>::namespaced(client.clone(), namespace);
     let account_keys = Api::<ServiceAccountKey>::namespaced(client.clone(), namespace);
-    if second_kind == "APIKey" {
-        let second = api_key(
-            "second",
-            json!({"permissions": ["read"], "secretName": "shared"}),
-        );
-        let (a, b) = tokio::join!(apply(&api_keys, &first), apply(&api_keys, &second));
-        a.expect("apply first");
-        b.expect("apply second");
-    } else {
-        let second: ServiceAccountKey = manifest(
-            "ServiceAccountKey",
-            "second",
-            json!({}),
-            json!({"serviceAccountName": "robot", "secretName": "shared"}),
-        );
-        let (a, b) = tokio::join!(apply(&api_keys, &first), apply(&account_keys, &second));
-        a.expect("apply first");
-        b.expect("apply second");
-    }
-    let claimants = [("APIKey", "first"), (second_kind, "second")];
-    let settle = || async move {
-        let mut states = Vec::new();
-        for (kind, name) in claimants {
-            states.push(claimant_state(client, namespace, kind, name).await?);
-        }
-        let issued = |i: usize| states[i].0 == Some(("True".to_string(), "KeyIssued".to_string()));
-        let conflict =
-            |i: usize| states[i].0 == Some(("False".to_string(), "SecretConflict".to_string()));
-        let winner = match (issued(0) && conflict(1), issued(1) && conflict(0)) {
-            (true, false) => 0,
-            (false, true) => 1,
-            _ => {
-                return Err(format!("first {:?}, second {:?}", states[0].0, states[1].0));
+    let mut creates = Vec::new();
+    for pair in 0..CONTESTS {
+        let secret_name = format!("shared-{pair}");
+        for i in 0..2 {
+            let (kind, name) = claimant(pair, second_kind, i);
+            if kind == "APIKey" {
+                let key = api_key(
+                    &name,
+                    json!({"permissions": ["read"], "secretName": secret_name}),
+                );
+                let api = api_keys.clone();
+                creates.push(async move { apply(&api, &key).await.map(drop) }.boxed());
+            } else {
+                let key: ServiceAccountKey = manifest(
+                    "ServiceAccountKey",
+                    &name,
+                    json!({}),
+                    json!({"serviceAccountName": "robot", "secretName": secret_name}),
+                );
+                let api = account_keys.clone();
+                creates.push(async move { apply(&api, &key).await.map(drop) }.boxed());
             }
-        };
-        let sha = states[winner].1.key_sha256.clone().ok_or("no hash")?;
-        let secret = raw_get(client, &secret_path(namespace, "shared"))
-            .await?
-            .ok_or("no Secret")?;
-        let token = data_text(&secret, "key").ok_or("no key")?;
-        if sha256_hex(&token) != sha {
-            return Err(format!(
-                "the Secret does not hold the winner ({}) key",
-                claimants[winner].1
-            ));
         }
-        Ok((winner, token))
-    };
-    let (winner, token) = eventually(
-        "exactly one Ready=True owner, the other SecretConflict",
-        WAIT,
-        settle,
-    )
-    .await;
-    let token = &token;
-    holds_for("one owner, its key in the Secret", HOLD, || async move {
-        let (now, key) = settle().await?;
-        if now == winner && &key == token {
-            Ok(())
-        } else {
-            Err("the owner or the key changed".into())
+    }
+    for created in futures::future::join_all(creates).await {
+        created.expect("apply");
+    }
+    let mut outcomes = Vec::new();
+    for pair in 0..CONTESTS {
+        outcomes.push(
+            eventually(
+                &format!("pair {pair}: exactly one Ready=True owner, the other SecretConflict"),
+                WAIT,
+                || settled(client, namespace, second_kind, pair),
+            )
+            .await,
+        );
+    }
+    let outcomes = &outcomes;
+    holds_for("one owner per Secret, its key in it", HOLD, || async move {
+        for (pair, outcome) in outcomes.iter().enumerate() {
+            if &settled(client, namespace, second_kind, pair).await? != outcome {
+                return Err(format!("pair {pair}: the owner or the key changed"));
+            }
         }
+        Ok(())
     })
     .await;
-    let writes = operator_requests(mark, "secrets", namespace, Some("shared"), |e| {
-        is_write(e) && succeeded(e)
-    });
-    assert_eq!(
-        writes.len(),
-        1,
-        "one write of the contested Secret: {writes:?}"
-    );
-    let secret = secret_json(client, namespace, "shared").await;
-    let (kind, name) = claimants[winner];
-    assert_eq!(
-        annotation_of(&secret, "keymint.dev/owner"),
-        Some(format!("{kind}/{namespace}/{name}"))
-    );
+    for (pair, (winner, _)) in outcomes.iter().enumerate() {
+        let secret_name = format!("shared-{pair}");
+        let writes = operator_requests(mark, "secrets", namespace, Some(&secret_name), |e| {
+            is_write(e) && succeeded(e)
+        });
+        assert_eq!(
+            writes.len(),
+            1,
+            "pair {pair}: one write of the contested Secret: {writes:?}"
+        );
+        let secret = secret_json(client, namespace, &secret_name).await;
+        let (kind, name) = claimant(pair, second_kind, *winner);
+        assert_eq!(
+            annotation_of(&secret, "keymint.dev/owner"),
+            Some(format!("{kind}/{namespace}/{name}"))
+        );
+    }
 }
 
 #[tokio::test]
