@@ -99,7 +99,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => {
-            init_tracing(args.log_format, &args.log_level);
+            let format = match args.log_format {
+                LogFormat::Text => keymint::telemetry::LogFormat::Text,
+                LogFormat::Json => keymint::telemetry::LogFormat::Json,
+            };
+            keymint::telemetry::init(format, &args.log_level);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -118,20 +122,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-    }
-}
-
-fn init_tracing(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only for people: log files and collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }
 

@@ -264,6 +264,26 @@ fn cel_rules_in_place() {
                     .all(|m| m.starts_with(&format!("spec.secretTemplate.{field}: ")))
             );
         }
+        // Every status time is bounded by what the controller can read back.
+        let status = &schema["properties"]["status"]["properties"];
+        let bound = "must not be later than 9999-12-30T22:00:00.999999999Z";
+        for field in [
+            "createdAt",
+            "updatedAt",
+            "expiresAt",
+            "renewalTime",
+            "previousExpiresAt",
+        ] {
+            assert_eq!(
+                rules(&status[field]),
+                [format!("status.{field} {bound}")],
+                "{field}"
+            );
+        }
+        assert_eq!(
+            rules(&status["conditions"]["items"]["properties"]["lastTransitionTime"]),
+            [format!("status.conditions[].lastTransitionTime {bound}")]
+        );
         // No other node carries rules.
         let mut count = 0;
         walk("", &schema, &mut |_, node| {
@@ -272,7 +292,7 @@ fn cel_rules_in_place() {
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
         });
-        assert_eq!(count, 10, "{}", crd.spec.names.kind);
+        assert_eq!(count, 16, "{}", crd.spec.names.kind);
     }
 }
 

@@ -94,7 +94,7 @@ pub struct KeySpecCommon {
     /// has passed, rotated keys get the lifetime of their predecessor. Unset (and
     /// `validFor` unset): keys never expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = RFC3339_PATTERN), length(max = 35))]
+    #[schemars(regex(pattern = RFC3339_PATTERN), length(max = TIME_MAX_LENGTH))]
     #[x_kube(validation = expires_at_rule())]
     pub expires_at: Option<Time>,
 
@@ -270,7 +270,10 @@ pub enum DeletionPolicy {
 
 /// Observed state of a key resource: what the seed APIs return in their
 /// response body, never the key itself.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+// Every time in it is refused by the schema unless the controller can read it
+// back (`MAX_STATUS_TIME`): one unreadable object would fail the list of its
+// whole kind.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = no_nullable)]
 pub struct KeyStatus {
@@ -282,18 +285,26 @@ pub struct KeyStatus {
 
     /// When the current key was minted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = RFC3339_PATTERN), length(max = TIME_MAX_LENGTH))]
+    #[x_kube(validation = status_time_rule("status.createdAt"))]
     pub created_at: Option<Time>,
 
     /// When the current key or its expiry last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = RFC3339_PATTERN), length(max = TIME_MAX_LENGTH))]
+    #[x_kube(validation = status_time_rule("status.updatedAt"))]
     pub updated_at: Option<Time>,
 
     /// When the current key expires; unset for a key that never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = RFC3339_PATTERN), length(max = TIME_MAX_LENGTH))]
+    #[x_kube(validation = status_time_rule("status.expiresAt"))]
     pub expires_at: Option<Time>,
 
     /// When the current key will be replaced (`expiresAt` minus `renewBefore`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = RFC3339_PATTERN), length(max = TIME_MAX_LENGTH))]
+    #[x_kube(validation = status_time_rule("status.renewalTime"))]
     pub renewal_time: Option<Time>,
 
     /// Name of the Secret holding the key.
@@ -321,6 +332,8 @@ pub struct KeyStatus {
 
     /// When the previous key stops being valid (end of its grace period).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = RFC3339_PATTERN), length(max = TIME_MAX_LENGTH))]
+    #[x_kube(validation = status_time_rule("status.previousExpiresAt"))]
     pub previous_expires_at: Option<Time>,
 
     /// How many times the key has been rotated.
@@ -388,6 +401,34 @@ fn expires_at_rule() -> Rule {
             "spec.expiresAt must not be later than {MAX_EXPIRES_AT}"
         )))
         .reason(Reason::FieldValueInvalid)
+}
+
+/// Latest time accepted anywhere in `status`: `jiff::Timestamp::MAX`, the last
+/// instant `k8s_openapi`'s `Time` can hold. A later one (`9999-12-31T23:59:59Z`
+/// passes the API server's `date-time` format) would make the object
+/// unreadable to the controller, and with it every list of its kind. The
+/// earliest time [`RFC3339_PATTERN`] admits (`0000-01-01T00:00:00+23:59`) is
+/// well inside jiff's range (it starts in year -9999), so no lower bound is
+/// needed.
+pub const MAX_STATUS_TIME: &str = "9999-12-30T22:00:00.999999999Z";
+
+/// Longest RFC 3339 date-time [`RFC3339_PATTERN`] admits
+/// (`9999-12-30T22:00:00.999999999+23:59`).
+pub const TIME_MAX_LENGTH: u32 = 35;
+
+/// A status time no later than [`MAX_STATUS_TIME`].
+fn status_time_rule(field: &str) -> Rule {
+    Rule::new(status_time_cel())
+        .message(Message::Message(status_time_message(field)))
+        .reason(Reason::FieldValueInvalid)
+}
+
+fn status_time_cel() -> String {
+    format!("self <= timestamp({})", cel_str(MAX_STATUS_TIME))
+}
+
+fn status_time_message(field: &str) -> String {
+    format!("{field} must not be later than {MAX_STATUS_TIME}")
 }
 
 /// Annotation values bounded in bytes (the Secret's 256 KiB limit is in bytes;
@@ -512,6 +553,13 @@ fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
                     "description": "When the condition last changed from one status to another.",
                     "type": "string",
                     "format": "date-time",
+                    "maxLength": TIME_MAX_LENGTH,
+                    "pattern": RFC3339_PATTERN,
+                    "x-kubernetes-validations": [{
+                        "rule": status_time_cel(),
+                        "message": status_time_message("status.conditions[].lastTransitionTime"),
+                        "reason": "FieldValueInvalid",
+                    }],
                 },
                 "reason": {
                     "description": "Machine-readable CamelCase reason for the condition's last transition, e.g. `KeyIssued`.",
@@ -533,6 +581,124 @@ fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    use serde_json::Value;
+
+    #[test]
+    fn max_status_time_is_the_last_instant_time_can_hold() {
+        let max: Timestamp = MAX_STATUS_TIME.parse().expect("MAX_STATUS_TIME parses");
+        assert_eq!(max, Timestamp::MAX);
+        assert!(max.checked_add(SignedDuration::from_nanos(1)).is_err());
+        for later in [
+            "9999-12-30T22:00:01Z",
+            "9999-12-31T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "9999-12-30T22:00:00-00:01",
+        ] {
+            assert!(
+                serde_json::from_value::<Time>(json!(later)).is_err(),
+                "{later} is readable: the bound is not jiff's"
+            );
+        }
+        // What the controller writes (second precision) stays within the bound
+        // and the pattern, even at jiff's maximum.
+        let written = serde_json::to_value(Time(Timestamp::MAX)).expect("Time serialises");
+        let written = written.as_str().expect("a string");
+        assert!(written.parse::<Timestamp>().expect("parses") <= max);
+        assert!(
+            regex::Regex::new(RFC3339_PATTERN)
+                .expect("regex")
+                .is_match(written)
+        );
+    }
+
+    #[test]
+    fn every_time_the_pattern_admits_within_the_bounds_is_readable() {
+        let pattern = regex::Regex::new(RFC3339_PATTERN).expect("regex");
+        for time in [
+            // The earliest instant the pattern admits, and year 1.
+            "0000-01-01T00:00:00+23:59",
+            "0000-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "9999-01-01T00:00:00Z",
+            MAX_STATUS_TIME,
+            // The longest string the pattern admits.
+            "9999-12-30T23:59:59.999999999+23:59",
+        ] {
+            assert!(pattern.is_match(time), "{time}");
+            assert!(time.len() <= TIME_MAX_LENGTH as usize, "{time}");
+            serde_json::from_value::<Time>(json!(time))
+                .unwrap_or_else(|e| panic!("{time} does not parse: {e}"));
+        }
+        assert_eq!(
+            "9999-12-30T22:00:00.999999999+23:59".len(),
+            TIME_MAX_LENGTH as usize
+        );
+    }
+
+    /// Every `date-time` in every CRD (spec and status, conditions included)
+    /// carries the pattern, the length bound and a CEL upper bound naming its
+    /// field.
+    #[test]
+    fn every_crd_time_is_bounded() {
+        fn walk(path: &str, schema: &Value, found: &mut Vec<String>) {
+            if schema.get("format").and_then(Value::as_str) == Some("date-time") {
+                assert_eq!(schema["pattern"], json!(RFC3339_PATTERN), "{path}");
+                assert_eq!(schema["maxLength"], json!(TIME_MAX_LENGTH), "{path}");
+                let rules = schema["x-kubernetes-validations"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{path}: no CEL rule"));
+                assert!(
+                    rules.iter().any(|rule| {
+                        rule["rule"]
+                            .as_str()
+                            .is_some_and(|r| r.starts_with("self <= timestamp("))
+                            && rule["message"]
+                                .as_str()
+                                .is_some_and(|m| m.starts_with(path))
+                    }),
+                    "{path}: no upper bound naming the field in {rules:?}"
+                );
+                found.push(path.to_string());
+            }
+            if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+                for (name, property) in properties {
+                    let path = if path.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{path}.{name}")
+                    };
+                    walk(&path, property, found);
+                }
+            }
+            if let Some(items) = schema.get("items") {
+                walk(&format!("{path}[]"), items, found);
+            }
+        }
+        for crd in crate::api::crds() {
+            let crd = serde_json::to_value(&crd).expect("CRD serialises");
+            let mut found = Vec::new();
+            walk(
+                "",
+                &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+                &mut found,
+            );
+            assert_eq!(
+                found,
+                [
+                    "spec.expiresAt",
+                    "status.conditions[].lastTransitionTime",
+                    "status.createdAt",
+                    "status.expiresAt",
+                    "status.previousExpiresAt",
+                    "status.renewalTime",
+                    "status.updatedAt",
+                ],
+                "{}",
+                crd["metadata"]["name"]
+            );
+        }
+    }
 
     #[test]
     fn defaults() {

@@ -130,7 +130,7 @@ struct Invalid {
 /// One invalid status, patched onto an existing object's status subresource.
 struct InvalidStatus {
     kind: Kind,
-    what: &'static str,
+    what: String,
     status: Value,
     path: &'static str,
     refusal: Refusal,
@@ -380,10 +380,85 @@ fn invalid_status_rows() -> Vec<InvalidStatus> {
             ("status.key", Unknown, "unknown status field", json!({"key": "ak_secret"})),
         ];
         for (path, refusal, what, status) in cases {
-            rows.push(InvalidStatus { kind, what, status, path, refusal });
+            rows.push(InvalidStatus { kind, what: what.into(), status, path, refusal });
+        }
+        // Times the API server's `date-time` format admits but the controller
+        // (jiff, up to 9999-12-30T22:00:00.999999999Z) cannot read: one such
+        // object would fail every list of its kind.
+        for field in STATUS_TIME_FIELDS {
+            let path = status_path(field);
+            rows.push(InvalidStatus {
+                kind,
+                what: format!("{field} 9999-12-31T23:59:59Z (past jiff's range)"),
+                status: json!({field: "9999-12-31T23:59:59Z"}),
+                path,
+                refusal: Invalid,
+            });
+        }
+        let expires = "status.expiresAt";
+        let times: [(&str, &str); 7] = [
+            ("1s past jiff's last instant", "9999-12-30T22:00:01Z"),
+            ("1ns past jiff's last instant", "9999-12-30T22:00:01.000000000Z"),
+            ("past jiff's range through its offset", "9999-12-30T23:00:00-02:00"),
+            ("year 10000", "10000-01-01T00:00:00Z"),
+            ("a negative year", "-0001-01-01T00:00:00Z"),
+            ("10 fraction digits", "2027-01-01T00:00:00.1234567891Z"),
+            ("offset +24:00", "2027-01-01T00:00:00+24:00"),
+        ];
+        for (what, time) in times {
+            rows.push(InvalidStatus {
+                kind,
+                what: format!("expiresAt {what}: {time}"),
+                status: json!({"expiresAt": time}),
+                path: expires,
+                refusal: Invalid,
+            });
+        }
+        for (what, time) in [
+            ("9999-12-31T23:59:59Z (past jiff's range)", "9999-12-31T23:59:59Z"),
+            ("10 fraction digits", "2027-01-01T00:00:00.1234567891Z"),
+        ] {
+            rows.push(InvalidStatus {
+                kind,
+                what: format!("condition lastTransitionTime {what}"),
+                status: json!({"conditions": [ready_condition(time)]}),
+                path: "status.conditions[0].lastTransitionTime",
+                refusal: Invalid,
+            });
         }
     }
     rows
+}
+
+/// Every time field of `status` besides the conditions'.
+const STATUS_TIME_FIELDS: [&str; 5] = [
+    "createdAt",
+    "updatedAt",
+    "expiresAt",
+    "renewalTime",
+    "previousExpiresAt",
+];
+
+fn status_path(field: &str) -> &'static str {
+    match field {
+        "createdAt" => "status.createdAt",
+        "updatedAt" => "status.updatedAt",
+        "expiresAt" => "status.expiresAt",
+        "renewalTime" => "status.renewalTime",
+        "previousExpiresAt" => "status.previousExpiresAt",
+        other => panic!("not a status time field: {other}"),
+    }
+}
+
+/// A well-formed `Ready` condition that changed at `time`.
+fn ready_condition(time: &str) -> Value {
+    json!({
+        "type": "Ready",
+        "status": "False",
+        "reason": "InvalidSpec",
+        "message": "",
+        "lastTransitionTime": time,
+    })
 }
 
 #[rustfmt::skip]
@@ -823,7 +898,13 @@ async fn check_invalid_status(ctx: &Ctx, row: &InvalidStatus) -> Vec<String> {
         problems.push(format!("status apply: {problem}"));
     }
     // Nothing of the refused status was stored.
-    let pointer = format!("/{}", row.path.replace('.', "/"));
+    let pointer = format!(
+        "/{}",
+        row.path
+            .replace('[', ".")
+            .replace(']', "")
+            .replace('.', "/")
+    );
     match api.get(&name).await {
         Ok(stored) => {
             let value = serde_json::to_value(&stored).expect("JSON");
@@ -1012,6 +1093,116 @@ async fn valid_manifests_are_accepted_and_stored_unchanged() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Status times at the edges of what the controller can read: accepted,
+/// stored as sent, and readable through the Rust types, one object and the
+/// whole list.
+#[tokio::test]
+async fn status_times_in_range_are_accepted_and_readable() {
+    let ctx = Ctx::new("status-times").await;
+    let times = [
+        "9999-01-01T00:00:00Z",
+        "9999-12-30T22:00:00Z",
+        // jiff's last instant, and the same instant through an offset.
+        "9999-12-30T22:00:00.999999999Z",
+        "9999-12-30T23:59:00.999999999+01:59",
+        "2027-06-30T12:34:56.123456789+02:00",
+        // The low end: year 1 (CEL's first) and the earliest instant the
+        // pattern admits (year 0 at +23:59, i.e. -0001-12-31T00:01:00Z).
+        "0001-01-01T00:00:00Z",
+        "0000-01-01T00:00:00Z",
+        "0000-01-01T00:00:00+23:59",
+    ];
+    let mut failures = Vec::new();
+    for kind in Kind::ALL {
+        let name = ctx.object_name(kind, "far-status");
+        let body = ctx.manifest(kind, &name, &kind.minimal(), None);
+        ctx.apply_strict(kind, &name, &body)
+            .await
+            .unwrap_or_else(|e| panic!("{} {name} applies: {e}", kind.name()));
+        let strict = PatchParams {
+            field_validation: Some(ValidationDirective::Strict),
+            ..Default::default()
+        };
+        for time in times {
+            let mut status = serde_json::Map::new();
+            for field in STATUS_TIME_FIELDS {
+                status.insert(field.into(), json!(time));
+            }
+            status.insert("conditions".into(), json!([ready_condition(time)]));
+            let status = Value::Object(status);
+            let what = format!("{} status times {time}", kind.name());
+            let stored = match ctx
+                .api(kind)
+                .patch_status(&name, &strict, &Patch::Merge(&json!({"status": status})))
+                .await
+            {
+                Ok(stored) => stored,
+                Err(error) => {
+                    failures.push(format!("{what}: refused: {error}"));
+                    continue;
+                }
+            };
+            let stored = serde_json::to_value(&stored).expect("JSON");
+            for field in STATUS_TIME_FIELDS {
+                if stored["status"][field] != json!(time) {
+                    failures.push(format!(
+                        "{what}: {field} stored as {}",
+                        stored["status"][field]
+                    ));
+                }
+            }
+            let condition_time = &stored["status"]["conditions"][0]["lastTransitionTime"];
+            if condition_time != &json!(time) {
+                failures.push(format!(
+                    "{what}: lastTransitionTime stored as {condition_time}"
+                ));
+            }
+            // What the API server returned, read as the operator reads it.
+            let typed = match kind {
+                Kind::Root => serde_json::from_value::<RootKey>(stored).map(drop),
+                Kind::Sak => serde_json::from_value::<ServiceAccountKey>(stored).map(drop),
+                Kind::Api => serde_json::from_value::<ApiKey>(stored).map(drop),
+            };
+            if let Err(error) = typed {
+                failures.push(format!(
+                    "{what}: the stored object does not fit the Rust type: {error}"
+                ));
+            }
+            if let Err(error) = typed_list(&ctx, kind).await {
+                failures.push(format!("{what}: the typed list fails: {error}"));
+            }
+        }
+        if let Err(error) = ctx.api(kind).delete(&name, &DeleteParams::default()).await {
+            failures.push(format!("delete {name}: {error}"));
+        }
+    }
+    ctx.clean_up().await;
+    assert!(
+        failures.is_empty(),
+        "{} status times did not behave:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Lists the kind through its Rust type, as the operator's watch does.
+async fn typed_list(ctx: &Ctx, kind: Kind) -> Result<(), kube::Error> {
+    let client = ctx.client.clone();
+    let namespace = ctx.namespace.as_str();
+    let params = Default::default();
+    match kind {
+        Kind::Root => Api::<RootKey>::all(client).list(&params).await.map(drop),
+        Kind::Sak => Api::<ServiceAccountKey>::namespaced(client, namespace)
+            .list(&params)
+            .await
+            .map(drop),
+        Kind::Api => Api::<ApiKey>::namespaced(client, namespace)
+            .list(&params)
+            .await
+            .map(drop),
+    }
 }
 
 /// Runs kubectl against the test control plane.
