@@ -255,3 +255,39 @@ where
         None => Api::all(client.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Secret watches ask for labelled Secrets only, and their metadata
+    /// only: the operator never caches another application's Secret nor any
+    /// key.
+    #[test]
+    fn secret_watches_are_label_selected_and_metadata_only() {
+        let config = managed_secrets();
+        assert_eq!(
+            config.label_selector.as_deref(),
+            Some("app.kubernetes.io/managed-by=keymint")
+        );
+        assert!(<MetaOnly<Secret> as Resource>::metadata_api());
+        assert!(<MetaOnly<ServiceAccount> as Resource>::metadata_api());
+        assert_eq!(config.page_size, Some(PAGE_SIZE));
+    }
+
+    #[test]
+    fn a_secret_never_names_a_resource_in_another_namespace() {
+        let secret: MetaOnly<Secret> = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "namespace": "a",
+                "annotations": {"keymint.dev/owner": "APIKey/b/victim"}}
+        }))
+        .expect("metadata");
+        assert!(owner_of::<ApiKey>(&secret).is_empty());
+        let own: MetaOnly<Secret> = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "namespace": "a",
+                "annotations": {"keymint.dev/owner": "APIKey/a/mine"}}
+        }))
+        .expect("metadata");
+        assert_eq!(owner_of::<ApiKey>(&own), vec![ObjectRef::new("mine").within("a")]);
+    }
+}
