@@ -13,8 +13,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use keymint::api::ApiKey;
 use keymint::controller::KeyResource;
-use keymint::controller::secret::{self as layout, SecretContent};
+use keymint::controller::secret::{self as layout, Claim, SecretContent};
 use keymint::keys::plan::KeyRecord;
+use keymint::keys::signature::SigningKey;
 use keymint::keys::{truncate_to_second, try_mint_token, try_new_key_id};
 use kube::api::{Api, ListParams, PartialObjectMeta, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -93,10 +94,17 @@ impl BaselineSecrets {
             bound_uid: None,
         };
         let empty = BTreeMap::new();
+        let owner = owner_key.owner_id();
+        // Same size as keymint's signed record; the bench never verifies it.
+        let signing_key = SigningKey::new(&[0; 32])?;
         let mut secret = layout::desired_secret(&SecretContent {
-            name: &name,
-            namespace: &self.namespace,
-            owner: &owner_key.owner_id(),
+            claim: Claim {
+                owner: &owner,
+                owner_uid: "00000000-0000-0000-0000-000000000000",
+                namespace: &self.namespace,
+                name: &name,
+            },
+            signing_key: &signing_key,
             record: &record,
             key: token.expose(),
             previous_key: None,

@@ -364,7 +364,7 @@ async fn issue<K: KeyResource>(
     );
     status::write_if_changed(resource, ctx, status, new_status).await?;
     ctx.metrics
-        .key_observed(&kind, &claim.owner.to_string(), plan.record.expires_at);
+        .key_observed(&kind, claim.owner, plan.record.expires_at);
     ctx.pacing.succeeded(claim.owner);
     Ok(requeue_at(plan.wake_at))
 }

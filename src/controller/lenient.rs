@@ -211,6 +211,8 @@ impl<K: Resource> Resource for MetaOnly<K> {
 }
 
 /// A whole object read leniently.
+// The readable case is the common one: boxing it would cost every object.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Parsed<K> {
     Ok(K),

@@ -288,6 +288,9 @@ mod tests {
                 "annotations": {"keymint.dev/owner": "APIKey/a/mine"}}
         }))
         .expect("metadata");
-        assert_eq!(owner_of::<ApiKey>(&own), vec![ObjectRef::new("mine").within("a")]);
+        assert_eq!(
+            owner_of::<ApiKey>(&own),
+            vec![ObjectRef::new("mine").within("a")]
+        );
     }
 }

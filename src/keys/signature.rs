@@ -126,7 +126,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > 128 {
+    if !text.len().is_multiple_of(2) || text.len() > 128 {
         return None;
     }
     (0..text.len())
@@ -179,7 +179,8 @@ mod tests {
             SigningKey::new(&SigningKey::generate_bytes().expect("random")).expect("key");
         assert!(!other_key.verify(&subject(&record), &signature));
 
-        let edits: Vec<Box<dyn Fn(&mut KeyRecord)>> = vec![
+        type Edit = Box<dyn Fn(&mut KeyRecord)>;
+        let edits: Vec<Edit> = vec![
             Box::new(|r| r.id = "FORGED".into()),
             Box::new(|r| r.sha256 = "11".repeat(32)),
             Box::new(|r| r.created_at = "2030-01-01T00:00:00Z".parse().expect("time")),
