@@ -99,7 +99,10 @@ pub async fn reconcile<K: KeyResource>(
             let message = format!("Secret {namespace}/{secret_name} cannot be read: {error}");
             return failed(resource, &ctx, &target, Reason::SecretUnreadable, message).await;
         }
-        Err(kube::Error::Api(status)) => {
+        // A refusal the user must see (403...); 5xx and 429 are transient.
+        Err(kube::Error::Api(status))
+            if (400..500).contains(&status.code) && status.code != 429 =>
+        {
             let message = format!(
                 "Secret {namespace}/{secret_name} cannot be read: {}: {}",
                 status.reason, status.message
@@ -393,7 +396,9 @@ async fn write_secret(
     // Secret first: the record in it is the truth, so a crash before the
     // status write never mints twice.
     let refused = |error: kube::Error| match error {
-        kube::Error::Api(status) if status.code != 409 && status.code < 500 => {
+        kube::Error::Api(status)
+            if (400..500).contains(&status.code) && ![409, 429].contains(&status.code) =>
+        {
             WriteError::Refused(status)
         }
         error => WriteError::Other(error.into()),
