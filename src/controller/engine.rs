@@ -40,6 +40,8 @@ const CONFLICT_REQUEUE: Duration = Duration::from_secs(30);
 /// Its namespace has its share of reconciles in flight, or another reconcile
 /// holds its Secret: look again shortly.
 const BUSY_REQUEUE: Duration = Duration::from_millis(250);
+/// Longest wait after an error that passes by itself (API server down, 5xx).
+const TRANSIENT_MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// events.k8s.io limits an Event's note to 1 KiB.
 const MAX_EVENT_NOTE_BYTES: usize = 1024;
 /// Condition messages stay readable and far below the API server's 32 KiB.
@@ -804,7 +806,10 @@ pub fn error_policy<K: KeyResource>(
             format!("{:?}/{:?}", metadata.namespace, metadata.name)
         }
     };
-    Action::requeue(ctx.pacing.failed(&object))
+    // Transport errors, 5xx and conflicts pass: retry soon, but never in a
+    // tight loop. (Refusals the user must see back off further, up to
+    // MAX_BACKOFF, through `failed`.)
+    Action::requeue(ctx.pacing.failed(&object).min(TRANSIENT_MAX_BACKOFF))
 }
 
 #[cfg(test)]

@@ -311,7 +311,12 @@ pub fn desired_secret(content: &SecretContent<'_>) -> Secret {
     };
     record_annotation(OWNER, claim.owner.to_string());
     record_annotation(OWNER_UID, claim.owner_uid.to_string());
-    let previous_key_sha256 = content.previous_key.map(sha256_hex);
+    // Signed exactly as written: a previous key is kept only with its record.
+    let previous_key_sha256 = record
+        .previous
+        .as_ref()
+        .and(content.previous_key)
+        .map(sha256_hex);
     let subject = Subject {
         owner: claim.owner,
         owner_uid: claim.owner_uid,
@@ -682,6 +687,24 @@ mod tests {
         assert!(matches!(
             classified(secret, &CLAIM, Some(&status)),
             Found::Tampered(_)
+        ));
+    }
+
+    #[test]
+    fn a_rotation_without_a_grace_period_still_verifies() {
+        // The engine passes the rotated-out key, but with no grace period the
+        // record keeps no previous key and neither does the Secret.
+        let key = token();
+        let record = KeyRecord {
+            previous: None,
+            ..record()
+        };
+        let empty = BTreeMap::new();
+        let secret = desired_secret(&content(&record, &empty, &key));
+        assert_eq!(data_text(&secret, DATA_PREVIOUS_KEY), None);
+        assert!(matches!(
+            classified(secret, &CLAIM, None),
+            Found::Ours { .. }
         ));
     }
 
