@@ -225,6 +225,43 @@ async fn a_key_rotates_at_expiry_minus_renew_before_and_keeps_the_previous_for_t
 }
 
 #[tokio::test]
+async fn rotations_without_a_grace_period_keep_the_key_chain_and_never_replace() {
+    // A rotation that keeps no previous key must read back as keymint's own
+    // record: a regression once replaced the key right after every rotation.
+    let (client, namespace) = setup("chain").await;
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    apply(
+        &keys,
+        &api_key("chain", json!({"permissions": ["read"], "validFor": "3s"})),
+    )
+    .await
+    .expect("apply");
+    let rotated = wait_for(&keys, "chain", "two rotations", |k| {
+        k.status.as_ref().and_then(|s| s.rotations) >= Some(2)
+    })
+    .await
+    .status
+    .expect("status");
+    let secret = secret(&client, &namespace, "chain").await;
+    assert!(
+        text(&secret, "previous-key").is_none(),
+        "no grace period, no previous key"
+    );
+    let reasons: Vec<_> = events_for(&client, &namespace, "chain")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        !reasons
+            .iter()
+            .any(|r| r == "KeyReplaced" || r == "KeyRestored"),
+        "only issue and rotations: {reasons:?} (status {rotated:?})"
+    );
+    assert!(reasons.iter().any(|r| r == "KeyRotated"), "{reasons:?}");
+}
+
+#[tokio::test]
 async fn a_rotate_request_rotates_exactly_once() {
     let (client, namespace) = setup("request").await;
     let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
