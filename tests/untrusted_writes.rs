@@ -141,6 +141,15 @@ fn metrics(port: u16) -> std::io::Result<String> {
         .unwrap_or_default())
 }
 
+/// The operator's metrics, once its server answers.
+async fn metrics_text() -> String {
+    let port = operator().metrics_port;
+    eventually("the operator's /metrics", WAIT, || async move {
+        metrics(port).map_err(|e| e.to_string())
+    })
+    .await
+}
+
 /// The sum of every sample of `name` (all label sets).
 fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
@@ -543,10 +552,7 @@ async fn a_key_whose_rotation_cannot_be_written_is_not_ready_past_its_expiry() {
 async fn one_keys_rotation_events_are_bounded() {
     let (client, namespace) = setup("events").await;
     let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
-    let suppressed_before = metric_sum(
-        &metrics(operator().metrics_port).expect("metrics"),
-        "keymint_events_suppressed_total",
-    );
+    let suppressed_before = metric_sum(&metrics_text().await, "keymint_events_suppressed_total");
     apply(
         &keys,
         &api_key("storm", json!({"permissions": ["read"], "validFor": "1s"})),
@@ -565,10 +571,8 @@ async fn one_keys_rotation_events_are_bounded() {
         .and_then(|s| s.rotations)
         .unwrap_or(0);
     let rotated = occurrences(&client, &namespace, "storm", "KeyRotated").await;
-    let suppressed = metric_sum(
-        &metrics(operator().metrics_port).expect("metrics"),
-        "keymint_events_suppressed_total",
-    ) - suppressed_before;
+    let suppressed =
+        metric_sum(&metrics_text().await, "keymint_events_suppressed_total") - suppressed_before;
     println!(
         "events: {rotations} rotations in 60 s, {rotated} KeyRotated Events written, {suppressed} suppressed (all keys)"
     );
