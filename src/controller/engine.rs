@@ -1006,6 +1006,60 @@ mod tests {
         assert!(!event.to_string().contains(&key) && !status.to_string().contains(&key));
     }
 
+    /// The resource's own Secret cannot be read: Ready=False SecretUnreadable
+    /// in the status, then a Warning Event; nothing is written to the Secret.
+    async fn unreadable_secret(answer: fn(Value) -> (StatusCode, Value)) -> (Value, Value) {
+        let (ctx, mut handle) = context();
+        let run = tokio::spawn(reconcile(Arc::new(Parsed::Ok(api_key(None))), ctx));
+        expect(
+            &mut handle,
+            Method::GET,
+            "/api/v1/namespaces/team/secrets/billing",
+            answer,
+        )
+        .await;
+        let status = expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/keymint.dev/v1alpha1/namespaces/team/apikeys/billing/status",
+            status_reply,
+        )
+        .await;
+        let event = expect(
+            &mut handle,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/team/events",
+            echo,
+        )
+        .await;
+        finish(run).await;
+        (status, event)
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_cannot_be_read_is_reported_not_retried_blindly() {
+        fn forbidden(_: Value) -> (StatusCode, Value) {
+            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": "Forbidden", "code": 403, "message": "secrets \"billing\" is forbidden"});
+            (StatusCode::FORBIDDEN, status)
+        }
+        // A body that fits no Secret (data values must be strings).
+        fn misshapen(_: Value) -> (StatusCode, Value) {
+            let secret = json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "billing", "namespace": "team"},
+                "type": "keymint.dev/key", "data": {"key": 5}});
+            (StatusCode::OK, secret)
+        }
+        for answer in [forbidden as fn(Value) -> (StatusCode, Value), misshapen] {
+            let (status, event) = unreadable_secret(answer).await;
+            let condition = &status["status"]["conditions"][0];
+            assert_eq!(condition["reason"], json!("SecretUnreadable"), "{status}");
+            assert_eq!(condition["status"], json!("False"));
+            assert_eq!(event["reason"], json!("SecretUnreadable"));
+            assert_eq!(event["type"], json!("Warning"));
+        }
+    }
+
     #[tokio::test]
     async fn an_up_to_date_key_costs_one_read_and_no_write() {
         // First reconcile: capture what keymint writes.

@@ -183,32 +183,44 @@ impl<'de, K> Deserialize<'de> for MetaOnly<K> {
     }
 }
 
-impl<K: Resource> Resource for MetaOnly<K> {
-    type DynamicType = K::DynamicType;
-    type Scope = K::Scope;
+/// `Resource` for a wrapper of `K`: the same kind, group, version and URL.
+macro_rules! resource_of_wrapped_kind {
+    ($wrapper:ident, metadata_api = $metadata_api:expr, |$self_:ident| $meta:expr, $meta_mut:expr) => {
+        impl<K: Resource> Resource for $wrapper<K> {
+            type DynamicType = K::DynamicType;
+            type Scope = K::Scope;
 
-    fn metadata_api() -> bool {
-        true
-    }
-    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::group(dt)
-    }
-    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::version(dt)
-    }
-    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+            fn metadata_api() -> bool {
+                $metadata_api
+            }
+            fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
+                K::kind(dt)
+            }
+            fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
+                K::group(dt)
+            }
+            fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
+                K::version(dt)
+            }
+            fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
+                K::plural(dt)
+            }
+            fn meta(&$self_) -> &ObjectMeta {
+                $meta
+            }
+            fn meta_mut(&mut $self_) -> &mut ObjectMeta {
+                $meta_mut
+            }
+        }
+    };
 }
+
+resource_of_wrapped_kind!(
+    MetaOnly,
+    metadata_api = true,
+    |self| &self.metadata,
+    &mut self.metadata
+);
 
 /// A whole object read leniently.
 // The readable case is the common one: boxing it would cost every object.
@@ -305,35 +317,18 @@ fn wipe_strings(value: &mut Value) {
     }
 }
 
-impl<K: Resource> Resource for Parsed<K> {
-    type DynamicType = K::DynamicType;
-    type Scope = K::Scope;
-
-    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::kind(dt)
+resource_of_wrapped_kind!(
+    Parsed,
+    metadata_api = false,
+    |self| match self {
+        Parsed::Ok(object) => object.meta(),
+        Parsed::Unreadable { metadata, .. } => metadata,
+    },
+    match self {
+        Parsed::Ok(object) => object.meta_mut(),
+        Parsed::Unreadable { metadata, .. } => metadata,
     }
-    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::group(dt)
-    }
-    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::version(dt)
-    }
-    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        match self {
-            Parsed::Ok(object) => object.meta(),
-            Parsed::Unreadable { metadata, .. } => metadata,
-        }
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        match self {
-            Parsed::Ok(object) => object.meta_mut(),
-            Parsed::Unreadable { metadata, .. } => metadata,
-        }
-    }
-}
+);
 
 /// The Secret keymint reads back keeps everything: its record is in the
 /// annotations and its field ownership in `managedFields`.

@@ -11,6 +11,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::plan::KeyRecord;
+use super::token::hex;
 
 /// Signatures start with their scheme, so another scheme can follow.
 const SCHEME: &str = "v1";
@@ -113,16 +114,6 @@ impl Subject<'_> {
         // Serialising strings and nulls cannot fail.
         serde_json::to_vec(&fields).unwrap_or_default()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
