@@ -127,25 +127,24 @@ async fn grant(client: &kube::Client, readable: &[&str]) {
             )
             .await,
     );
-    for namespace in readable {
-        let namespace = Some(*namespace);
+    for namespace in readable.iter().copied() {
         created(
-            Api::<Role>::namespaced(client.clone(), namespace.unwrap_or_default())
+            Api::<Role>::namespaced(client.clone(), namespace)
                 .create(
                     &PostParams::default(),
                     &Role {
-                        metadata: meta(ACCOUNT, namespace),
+                        metadata: meta(ACCOUNT, Some(namespace)),
                         rules: Some(vec![rule(&[""], &["secrets"], &["get"])]),
                     },
                 )
                 .await,
         );
         created(
-            Api::<RoleBinding>::namespaced(client.clone(), namespace.unwrap_or_default())
+            Api::<RoleBinding>::namespaced(client.clone(), namespace)
                 .create(
                     &PostParams::default(),
                     &RoleBinding {
-                        metadata: meta(ACCOUNT, namespace),
+                        metadata: meta(ACCOUNT, Some(namespace)),
                         role_ref: role_ref("Role"),
                         subjects: Some(subject()),
                     },
