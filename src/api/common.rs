@@ -19,28 +19,16 @@ use super::schema::{
     object_schema,
 };
 
-/// Go duration syntax as accepted by `time.ParseDuration` and CEL's `duration()`,
-/// without sign and without the bare `0`: `2160h`, `90m`, `1h30m`, `1.5h`. The
-/// two micro signs are U+00B5 and U+03BC, as in Go. Same grammar as
-/// `crate::keys::duration::DURATION_PATTERN`.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms|us|µs|μs|ns))+$";
-
-/// Largest duration the schema accepts (100 years), in Go form; the same cap
-/// as `crate::keys::duration::MAX_DURATION`.
-pub const MAX_DURATION_STR: &str = "876000h";
+// The schema's limits are the parsers' own (one definition, in `keys`).
+pub use crate::keys::{
+    DEFAULT_ENTROPY_BITS, DURATION_PATTERN, MAX_DURATION_STR, MAX_ENTROPY_BITS, MIN_ENTROPY_BITS,
+};
 
 /// Longest duration string the schema accepts.
 pub const DURATION_MAX_LENGTH: u32 = 32;
 
 /// Token prefix syntax (`format.prefix`).
 pub const PREFIX_PATTERN: &str = "^[a-z][a-z0-9]{0,15}$";
-
-/// Smallest `format.entropyBits`.
-pub const MIN_ENTROPY_BITS: u16 = 128;
-/// Largest `format.entropyBits`.
-pub const MAX_ENTROPY_BITS: u16 = 512;
-/// `format.entropyBits` when unset.
-pub const DEFAULT_ENTROPY_BITS: u16 = 256;
 
 /// Key id syntax (`status.id`, `status.previousId`): the seeds' ResourceId.
 pub const KEY_ID_PATTERN: &str = "^[A-Z0-9]{1,20}$";

@@ -13,11 +13,11 @@ pub use duration::{
     parse_duration,
 };
 pub use schedule::{
-    ExpiryError, ExpiryPolicy, Predecessor, delay_until, grace_ends_at, key_expiry, next_wakeup,
-    recompute_expiry, renewal_time, truncate_to_second,
+    ExpiryError, ExpiryPolicy, Predecessor, grace_ends_at, key_expiry, recompute_expiry,
+    renewal_time, truncate_to_second,
 };
 pub use token::{
     DEFAULT_ENTROPY_BITS, MAX_ENTROPY_BITS, MIN_ENTROPY_BITS, Token, TokenError, is_valid_key_id,
-    is_valid_prefix, mint_token, mint_token_with, new_key_id, new_key_id_with, sha256_hex,
-    try_mint_token, try_new_key_id, verify_checksum,
+    is_valid_prefix, mint_token_with, new_key_id_with, sha256_hex, try_mint_token, try_new_key_id,
+    verify_checksum,
 };

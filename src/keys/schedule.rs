@@ -152,31 +152,6 @@ pub fn grace_ends_at(rotated_at: Timestamp, grace_period: Duration) -> Option<Ti
     (g > 0).then(|| at_second(rotated_at.as_second().saturating_add(g)))
 }
 
-/// When the controller must next look at the resource: the earlier of
-/// `renewal` and `grace_end`, or `None` if neither is set.
-///
-/// A time that is already due (`<= now`) comes back as `now`, truncated to
-/// the second, so the caller reconciles immediately; the result is never
-/// before that.
-pub fn next_wakeup(
-    now: Timestamp,
-    renewal: Option<Timestamp>,
-    grace_end: Option<Timestamp>,
-) -> Option<Timestamp> {
-    let earliest = match (renewal, grace_end) {
-        (Some(r), Some(g)) => Some(r.min(g)),
-        (r, g) => r.or(g),
-    }?;
-    let now = truncate_to_second(now);
-    Some(truncate_to_second(earliest).max(now))
-}
-
-/// How long to wait from `now` until `at` (for a requeue): zero if `at` is
-/// not in the future.
-pub fn delay_until(now: Timestamp, at: Timestamp) -> Duration {
-    Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
-}
-
 /// Outcome of rules 1, 2 and 4, with rule 3 left to the caller because
 /// minting and recomputing resolve it differently.
 enum Rule {
@@ -587,30 +562,6 @@ mod tests {
     }
 
     #[test]
-    fn next_wakeup_table() {
-        let now = at(0);
-        assert_eq!(next_wakeup(now, None, None), None);
-        assert_eq!(next_wakeup(now, Some(at(10)), None), Some(at(10)));
-        assert_eq!(next_wakeup(now, None, Some(at(20))), Some(at(20)));
-        assert_eq!(next_wakeup(now, Some(at(10)), Some(at(20))), Some(at(10)));
-        assert_eq!(next_wakeup(now, Some(at(30)), Some(at(20))), Some(at(20)));
-        // Overdue times come back as now: reconcile immediately.
-        assert_eq!(next_wakeup(now, Some(at(-5)), Some(at(20))), Some(now));
-        assert_eq!(next_wakeup(now, Some(at(0)), None), Some(now));
-        let now_frac = Timestamp::new(T0, 400_000_000).expect("test input is valid");
-        assert_eq!(next_wakeup(now_frac, None, Some(at(-1))), Some(at(0)));
-    }
-
-    #[test]
-    fn delay_until_table() {
-        assert_eq!(delay_until(at(0), at(90)), d(90));
-        assert_eq!(delay_until(at(0), at(0)), Duration::ZERO);
-        assert_eq!(delay_until(at(10), at(0)), Duration::ZERO);
-        let now = Timestamp::new(T0, 250_000_000).expect("test input is valid");
-        assert_eq!(delay_until(now, at(1)), Duration::from_millis(750));
-    }
-
-    #[test]
     fn truncate_to_second_table() {
         assert_eq!(
             truncate_to_second(Timestamp::new(T0, 999_999_999).expect("test input is valid")),
@@ -741,21 +692,6 @@ mod tests {
             }
             if let Ok(minted) = key_expiry(created, &policy, None) {
                 prop_assert_eq!(got, minted);
-            }
-        }
-
-        #[test]
-        fn next_wakeup_is_earliest_and_not_before_now(
-            now in time(),
-            renewal in prop::option::of(time()),
-            grace in prop::option::of(time()),
-        ) {
-            let now = ts(now);
-            let got = next_wakeup(now, renewal.map(ts), grace.map(ts));
-            let earliest = renewal.into_iter().chain(grace).min().map(ts);
-            prop_assert_eq!(got.is_some(), earliest.is_some());
-            if let (Some(g), Some(e)) = (got, earliest) {
-                prop_assert_eq!(g, e.max(now));
             }
         }
     }

@@ -175,23 +175,9 @@ pub fn try_mint_token(prefix: &str, entropy_bits: u16) -> Result<Token, TokenErr
         .map_err(TokenError::RandomSource)
 }
 
-/// Mints a token from the OS CSPRNG.
-///
-/// Callers pass values the API server has already validated; to stay total
-/// this clamps `entropy_bits` into `MIN_ENTROPY_BITS..=MAX_ENTROPY_BITS` and
-/// uses `prefix` as given (an invalid prefix yields a token that
-/// [`verify_checksum`] rejects). Prefer [`try_mint_token`], which checks both.
-///
-/// # Panics
-///
-/// Only if the OS random source fails, as every `rand` API over `OsRng`
-/// does; there is no weaker fallback by design.
-pub fn mint_token(prefix: &str, entropy_bits: u16) -> Token {
-    mint_token_with(&mut OsRng.unwrap_err(), prefix, entropy_bits)
-}
-
 /// Mints a token from the given cryptographically secure RNG (for tests and
-/// reproducible fixtures). Same clamping as [`mint_token`].
+/// reproducible fixtures). `entropy_bits` is clamped into
+/// `MIN_ENTROPY_BITS..=MAX_ENTROPY_BITS`; [`try_mint_token`] checks both instead.
 pub fn mint_token_with<R: CryptoRng + ?Sized>(
     rng: &mut R,
     prefix: &str,
@@ -268,17 +254,6 @@ pub fn try_new_key_id() -> Result<String, TokenError> {
     })
     .map_err(TokenError::RandomSource)?;
     Ok(id)
-}
-
-/// A new key id: [`KEY_ID_LEN`] characters uniform over `[A-Z0-9]`, from the
-/// OS CSPRNG.
-///
-/// # Panics
-///
-/// Only if the OS random source fails (see [`mint_token`]); prefer
-/// [`try_new_key_id`].
-pub fn new_key_id() -> String {
-    new_key_id_with(&mut OsRng.unwrap_err())
 }
 
 /// A new key id from the given cryptographically secure RNG.
@@ -510,7 +485,7 @@ mod tests {
         );
         assert_eq!(verify_checksum(low.expose()), Ok(()));
         assert_eq!(verify_checksum(high.expose()), Ok(()));
-        let os = mint_token("rk", 1);
+        let os = mint_token_with(&mut rand::rngs::OsRng.unwrap_err(), "rk", 1);
         assert_eq!(verify_checksum(os.expose()), Ok(()));
     }
 
@@ -549,7 +524,7 @@ mod tests {
     fn thousand_tokens_are_distinct() {
         let mut seen = HashSet::new();
         for _ in 0..1000 {
-            let t = mint_token("ak", MIN_ENTROPY_BITS);
+            let t = try_mint_token("ak", MIN_ENTROPY_BITS).expect("OS randomness");
             assert!(seen.insert(t.expose().to_owned()));
         }
     }
@@ -685,7 +660,7 @@ mod tests {
         let re = regex::Regex::new("^[A-Z0-9]{20}$").expect("test input is valid");
         let mut seen = HashSet::new();
         for _ in 0..1000 {
-            let id = new_key_id();
+            let id = try_new_key_id().expect("OS randomness");
             assert!(re.is_match(&id), "{id}");
             assert!(is_valid_key_id(&id));
             assert!(seen.insert(id));
