@@ -29,7 +29,7 @@ use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use keymint::api::{ApiKey, RootKey, ServiceAccountKey};
-use keymint::keys::{mint_token, sha256_hex};
+use keymint::keys::{sha256_hex, try_mint_token};
 use keymint_testenv::{AuditEvent, OPERATOR_USER, eventually};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -1044,7 +1044,10 @@ async fn poisoned_managed_fields_block_no_one_before_or_after_a_restart() {
 async fn a_planted_token_with_a_matching_hash_is_replaced_not_adopted() {
     let (_shared, client, namespace) = shared("planted").await;
     let (keys, issued) = issued_api_key(&client, &namespace, "target", read_only()).await;
-    let planted = mint_token("ak", 256).expose().to_string();
+    let planted = try_mint_token("ak", 256)
+        .expect("OS randomness")
+        .expose()
+        .to_string();
     let forgery = json!({
         "metadata": {"annotations": {"keymint.dev/key-sha256": sha256_hex(&planted)}},
         "data": {"key": ByteString(planted.as_bytes().to_vec())}
@@ -1217,7 +1220,10 @@ async fn a_planted_previous_key_with_a_far_expiry_is_dropped() {
     const PLANTED_ID: &str = "PLANTED0PREV0001";
     let (_shared, client, namespace) = shared("previous").await;
     let (keys, issued) = issued_api_key(&client, &namespace, "target", read_only()).await;
-    let planted = mint_token("ak", 256).expose().to_string();
+    let planted = try_mint_token("ak", 256)
+        .expect("OS randomness")
+        .expose()
+        .to_string();
     let forgery = json!({
         "metadata": {"annotations": {
             "keymint.dev/previous-id": PLANTED_ID,
@@ -1275,7 +1281,10 @@ async fn a_planted_previous_key_with_a_far_expiry_is_dropped() {
 async fn a_secret_prepared_before_its_resource_is_never_adopted_or_written() {
     const FORGED_ID: &str = "PREPARED0KEY0001";
     let (_shared, client, namespace) = shared("prepared").await;
-    let planted = mint_token("ak", 256).expose().to_string();
+    let planted = try_mint_token("ak", 256)
+        .expect("OS randomness")
+        .expose()
+        .to_string();
     let owner = format!("APIKey/{namespace}/target");
     let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
     secrets

@@ -94,7 +94,7 @@ impl BaselineSecrets {
             bound_uid: None,
         };
         let empty = BTreeMap::new();
-        let owner = owner_key.owner_id();
+        let owner = owner_key.owner_id().to_string();
         // Same size as keymint's signed record; the bench never verifies it.
         let signing_key = SigningKey::new(&[0; 32])?;
         let mut secret = layout::desired_secret(&SecretContent {

@@ -17,10 +17,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use serde_json::json;
 use tracing::{info, warn};
-use zeroize::Zeroizing;
 
 use super::kinds::{Binding, Blocked, KeyResource};
 use super::lenient::{MetaOnly, Parsed};
+use super::pacing::SecretClaim;
+use super::reason::MAX_REQUEUE;
+use super::reason::{KeyEvent, Reason, Requeue};
 use super::secret::{self, Claim, Foreign, Found, SecretContent};
 use super::status::{self, Ready};
 use super::{Context, Error, FIELD_MANAGER, Result};
@@ -33,10 +35,6 @@ use crate::keys::{
     try_new_key_id,
 };
 
-/// Even an idle key is looked at this often (it makes no writes when up to date).
-const MAX_REQUEUE: Duration = Duration::from_secs(3600);
-/// A Secret owned by someone else is not watched: look again this often.
-const CONFLICT_REQUEUE: Duration = Duration::from_secs(30);
 /// Its namespace has its share of reconciles in flight, or another reconcile
 /// holds its Secret: look again shortly.
 const BUSY_REQUEUE: Duration = Duration::from_millis(250);
@@ -53,8 +51,7 @@ pub async fn reconcile<K: KeyResource>(
     object: Arc<Parsed<K>>,
     ctx: Arc<Context>,
 ) -> Result<Action> {
-    let kind = K::kind(&()).to_string();
-    let _timer = ctx.metrics.reconcile_started(&kind);
+    let _timer = ctx.metrics.reconcile_started(&K::kind(&()));
     let resource = match &*object {
         Parsed::Ok(resource) => resource,
         Parsed::Unreadable { metadata, error } => {
@@ -69,126 +66,231 @@ pub async fn reconcile<K: KeyResource>(
         return Ok(Action::requeue(BUSY_REQUEUE));
     };
     let now = truncate_to_second(Timestamp::now());
-    let common = resource.common();
-    let secret_name = common.secret_name(&resource.name_any()).to_string();
-    let namespace = match resource.secret_namespace(&ctx.settings) {
-        Ok(namespace) => namespace,
-        Err(blocked) => {
-            return not_ready(resource, &ctx, blocked, None, &secret_name, MAX_REQUEUE).await;
+    match prepare(resource, &ctx, now).await {
+        Ok(prepared) => issue(resource, &ctx, prepared, now).await,
+        Err(Stop::Busy) => Ok(Action::requeue(BUSY_REQUEUE)),
+        Err(Stop::Wait(action)) => Ok(action),
+        Err(Stop::Blocked(target, blocked)) => {
+            not_ready(resource, &ctx, &target.borrowed(), blocked).await
         }
+        Err(Stop::Revoke(target, secret, blocked)) => {
+            revoke(
+                resource,
+                &ctx,
+                &target.borrowed(),
+                &secret,
+                &blocked.message,
+            )
+            .await?;
+            not_ready(resource, &ctx, &target.borrowed(), blocked).await
+        }
+        Err(Stop::Failed(error)) => Err(error),
+    }
+}
+
+/// Where the resource's Secret goes. `namespace` is unknown only when the
+/// resource may not have a Secret where it asks.
+struct Target {
+    namespace: Option<String>,
+    secret_name: String,
+}
+
+/// [`Target`] borrowed, as the status and Event writers take it.
+struct TargetRef<'a> {
+    namespace: Option<&'a str>,
+    secret_name: &'a str,
+}
+
+impl Target {
+    fn borrowed(&self) -> TargetRef<'_> {
+        TargetRef {
+            namespace: self.namespace.as_deref(),
+            secret_name: &self.secret_name,
+        }
+    }
+}
+
+/// Everything checked before a key can be issued: where the Secret goes,
+/// that it is ours (or absent) and what it holds, the binding.
+struct Prepared {
+    target: Target,
+    owner: String,
+    owner_uid: String,
+    existing: Option<Held>,
+    observed: Observed,
+    bound_uid: Option<String>,
+    policy: ExpiryPolicy,
+    /// Held until the Secret is written: no other resource claims it meanwhile.
+    _claim: SecretClaim,
+}
+
+/// Why a reconcile stops before issuing.
+enum Stop {
+    /// Its namespace or its Secret is busy with another reconcile.
+    Busy,
+    /// Nothing to do until then (a terminating resource whose key is valid).
+    Wait(Action),
+    Blocked(Target, Blocked),
+    /// The key is revoked: the Secret is deleted, then the reason reported.
+    Revoke(Target, Box<Held>, Blocked),
+    Failed(Error),
+}
+
+impl From<kube::Error> for Stop {
+    fn from(error: kube::Error) -> Self {
+        Stop::Failed(error.into())
+    }
+}
+
+/// The preconditions, in order, each one a `?`.
+async fn prepare<K: KeyResource>(
+    resource: &K,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Prepared, Stop> {
+    let secret_name = resource
+        .common()
+        .secret_name(&resource.name_any())
+        .to_string();
+    let target = |namespace: Option<&str>| Target {
+        namespace: namespace.map(str::to_string),
+        secret_name: secret_name.clone(),
     };
+    let namespace = resource
+        .secret_namespace(&ctx.settings)
+        .map_err(|blocked| Stop::Blocked(target(None), blocked))?;
+    let here = target(Some(&namespace));
     // Two resources naming one Secret are decided one after the other.
-    let Some(_claim) = ctx.pacing.claim(&namespace, &secret_name) else {
-        return Ok(Action::requeue(BUSY_REQUEUE));
-    };
-    let owner = resource.owner_id();
+    let claim = ctx
+        .pacing
+        .claim(&namespace, &secret_name)
+        .ok_or(Stop::Busy)?;
+    let owner = resource.owner_id().to_string();
     let owner_uid = resource.meta().uid.clone().unwrap_or_default();
-    let claim = Claim {
+    let fetched = read_secret(ctx, &namespace, &secret_name)
+        .await
+        .map_err(|stop| stop.at(&here))?;
+    let status = resource.key_status();
+    let ids = Claim {
         owner: &owner,
         owner_uid: &owner_uid,
         namespace: &namespace,
         name: &secret_name,
     };
-    let target = Target {
-        namespace: &namespace,
-        secret_name: &secret_name,
-    };
-    let secrets = Api::<Parsed<Secret>>::namespaced(ctx.client.clone(), &namespace);
-    let fetched = match secrets.get_opt(&secret_name).await {
-        Ok(None) => None,
-        Ok(Some(Parsed::Ok(secret))) => Some(secret),
-        Ok(Some(Parsed::Unreadable { error, .. })) => {
-            let message = format!("Secret {namespace}/{secret_name} cannot be read: {error}");
-            return failed(resource, &ctx, &target, Reason::SecretUnreadable, message).await;
-        }
-        // A refusal the user must see (403...); 5xx and 429 are transient.
-        Err(kube::Error::Api(status))
-            if (400..500).contains(&status.code) && status.code != 429 =>
-        {
-            let message = format!(
-                "Secret {namespace}/{secret_name} cannot be read: {}: {}",
-                status.reason, status.message
-            );
-            return failed(resource, &ctx, &target, Reason::SecretUnreadable, message).await;
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let status = resource.key_status();
-    let (mut existing, observed) = match secret::classify(fetched, &claim, &ctx.signing_key, status)
-    {
+    let (existing, observed) = match secret::classify(fetched, &ids, &ctx.signing_key, status) {
         Found::Nothing => (None, Observed::Missing),
         Found::Ours { secret, record } => {
             let observed = secret::observe(&secret, record);
-            (Some(*secret), observed)
+            (Some(Held(*secret)), observed)
         }
-        Found::Tampered(secret) => (
-            Some(*secret),
-            Observed::Untrusted {
-                rotations: status
-                    .and_then(|s| s.rotations)
-                    .and_then(|r| u64::try_from(r).ok())
-                    .unwrap_or(0),
-            },
-        ),
+        Found::Tampered(secret) => {
+            let rotations = status
+                .and_then(|s| s.rotations)
+                .and_then(|r| u64::try_from(r).ok())
+                .unwrap_or(0);
+            (Some(Held(*secret)), Observed::Untrusted { rotations })
+        }
         Found::Foreign(whose) => {
-            let blocked = Blocked {
-                reason: "SecretConflict",
-                message: conflict_message(&namespace, &secret_name, whose, &owner),
-            };
-            let target = Some(namespace.as_str());
-            return not_ready(
-                resource,
-                &ctx,
-                blocked,
-                target,
-                &secret_name,
-                CONFLICT_REQUEUE,
-            )
-            .await;
+            let message = conflict_message::<K>(&namespace, &secret_name, whose);
+            return Err(Stop::Blocked(
+                here,
+                Blocked::new(Reason::SecretConflict, message),
+            ));
         }
     };
-    let outcome = issue(
-        resource,
-        &ctx,
-        &target,
-        &claim,
-        &mut existing,
-        &observed,
-        now,
-    )
-    .await;
-    if let Some(existing) = existing.as_mut() {
-        secret::wipe(existing);
+    if resource.meta().deletion_timestamp.is_some() {
+        return Err(terminating(resource, here, existing, &observed, now));
     }
-    outcome
+    let bound_uid = match resource.binding(ctx).await.map_err(Stop::Failed)? {
+        Binding::Unbound => None,
+        Binding::Bound { uid } => Some(uid),
+        // Ours or tampered: either way the Secret holds a key keymint issued.
+        Binding::Missing(blocked) => {
+            return Err(match existing {
+                Some(secret) => Stop::Revoke(here, Box::new(secret), blocked),
+                None => Stop::Blocked(here, blocked),
+            });
+        }
+    };
+    let policy = expiry_policy(resource.common()).map_err(|message| {
+        Stop::Blocked(
+            target(Some(&namespace)),
+            Blocked::new(Reason::InvalidSpec, message),
+        )
+    })?;
+    Ok(Prepared {
+        target: here,
+        owner,
+        owner_uid,
+        existing,
+        observed,
+        bound_uid,
+        policy,
+        _claim: claim,
+    })
 }
 
-/// Where the resource's Secret goes.
-struct Target<'a> {
-    namespace: &'a str,
-    secret_name: &'a str,
+/// A Secret read from the API server, wiped when dropped.
+struct Held(Secret);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        secret::wipe(&mut self.0);
+    }
 }
 
-/// Conditions a reconcile can end in besides the ones [`Blocked`] carries.
-#[derive(Debug, Clone, Copy)]
-enum Reason {
-    SecretUnreadable,
-    SecretWriteFailed,
+/// A stop whose target is known only to the caller.
+enum ReadStop {
+    Unreadable(String),
+    Failed(Error),
 }
 
-impl Reason {
-    fn as_str(self) -> &'static str {
+impl ReadStop {
+    fn at(self, target: &Target) -> Stop {
         match self {
-            Reason::SecretUnreadable => "SecretUnreadable",
-            Reason::SecretWriteFailed => "SecretWriteFailed",
+            ReadStop::Unreadable(message) => Stop::Blocked(
+                Target {
+                    namespace: target.namespace.clone(),
+                    secret_name: target.secret_name.clone(),
+                },
+                Blocked::new(Reason::SecretUnreadable, message),
+            ),
+            ReadStop::Failed(error) => Stop::Failed(error),
         }
     }
+}
+
+/// The resource's own Secret, leniently read. A refusal (403...) or a body
+/// that fits no Secret is for the user to see; 5xx and throttling pass.
+async fn read_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Secret>, ReadStop> {
+    let secrets = Api::<Parsed<Secret>>::namespaced(ctx.client.clone(), namespace);
+    match secrets.get_opt(name).await {
+        Ok(None) => Ok(None),
+        Ok(Some(Parsed::Ok(secret))) => Ok(Some(secret)),
+        Ok(Some(Parsed::Unreadable { error, .. })) => Err(ReadStop::Unreadable(format!(
+            "Secret {namespace}/{name} cannot be read: {error}"
+        ))),
+        Err(kube::Error::Api(status)) if is_refusal(&status) => Err(ReadStop::Unreadable(format!(
+            "Secret {namespace}/{name} cannot be read: {}: {}",
+            status.reason, status.message
+        ))),
+        Err(error) => Err(ReadStop::Failed(error.into())),
+    }
+}
+
+/// A 4xx answer other than a conflict or throttling: retrying soon will not help.
+fn is_refusal(status: &kube::core::Status) -> bool {
+    (400..500).contains(&status.code) && ![409, 429].contains(&status.code)
 }
 
 /// Says whose the Secret is without quoting anything from it: its labels and
 /// annotations are someone else's and may be secret or crafted.
-fn conflict_message(namespace: &str, name: &str, whose: Foreign, owner: &str) -> String {
-    let kind = owner.split('/').next().unwrap_or_default();
+fn conflict_message<K: KeyResource>(namespace: &str, name: &str, whose: Foreign) -> String {
+    let kind = K::kind(&());
     match whose {
         Foreign::Application => format!(
             "spec.secretName: Secret {namespace}/{name} exists and belongs to another application; keymint never overwrites it"
@@ -202,74 +304,31 @@ fn conflict_message(namespace: &str, name: &str, whose: Foreign, owner: &str) ->
     }
 }
 
-/// Everything after the Secret was found to be ours (or absent).
+/// Decides with the pure plan, writes the Secret (if it changed), announces
+/// the change, then writes the status (if it changed).
 async fn issue<K: KeyResource>(
     resource: &K,
     ctx: &Context,
-    target: &Target<'_>,
-    claim: &Claim<'_>,
-    existing: &mut Option<Secret>,
-    observed: &Observed,
+    prepared: Prepared,
     now: Timestamp,
 ) -> Result<Action> {
-    let (namespace, secret_name) = (target.namespace, target.secret_name);
     let kind = K::kind(&()).to_string();
     let common = resource.common();
-    let secrets = Api::<MetaOnly<Secret>>::namespaced(ctx.client.clone(), namespace);
-    let trusted_record = match observed {
-        Observed::Present { record, .. } => Some(record),
-        _ => None,
-    };
-    if resource.meta().deletion_timestamp.is_some() {
-        return terminating(
-            resource,
-            ctx,
-            target,
-            &secrets,
-            existing.as_ref(),
-            trusted_record,
-            now,
-        )
-        .await;
-    }
-
-    let bound_uid = match resource.binding(ctx).await? {
-        Binding::Unbound => None,
-        Binding::Bound { uid } => Some(uid),
-        Binding::Missing(blocked) => {
-            // Ours or tampered: either way it holds a key keymint issued.
-            if let Some(secret) = existing.as_ref() {
-                revoke(resource, ctx, &secrets, secret, &blocked.message).await?;
-            }
-            let target = Some(namespace);
-            return not_ready(resource, ctx, blocked, target, secret_name, MAX_REQUEUE).await;
-        }
-    };
-
-    let policy = match expiry_policy(common) {
-        Ok(policy) => policy,
-        Err(message) => {
-            let blocked = Blocked {
-                reason: "InvalidSpec",
-                message,
-            };
-            let target = Some(namespace);
-            return not_ready(resource, ctx, blocked, target, secret_name, MAX_REQUEUE).await;
-        }
-    };
+    let target = prepared.target.borrowed();
+    let namespace = target.namespace.unwrap_or_default();
     let status = resource.key_status();
     let wanted = Wanted {
-        policy,
+        policy: prepared.policy,
         rotate_request: resource
             .annotations()
             .get(ROTATE_REQUEST_ANNOTATION)
             .map(|request| rotate_request_record(request)),
-        bound_uid,
+        bound_uid: prepared.bound_uid.clone(),
         issued_before: status.and_then(|s| s.id.as_ref()).is_some(),
     };
 
     let mut minted = None;
-    let plan = plan::plan(now, observed, &wanted, || {
+    let plan = plan::plan(now, &prepared.observed, &wanted, || {
         let token = try_mint_token(resource.token_prefix(), common.entropy_bits())?;
         let key = NewKey {
             id: try_new_key_id()?,
@@ -282,50 +341,41 @@ async fn issue<K: KeyResource>(
         Ok(plan) => plan,
         Err(PlanError::Mint(error)) => return Err(Error::Mint(error)),
         Err(PlanError::Expiry(error)) => {
-            let blocked = Blocked {
-                reason: "InvalidSpec",
-                message: error.to_string(),
-            };
-            let target = Some(namespace);
-            return not_ready(resource, ctx, blocked, target, secret_name, MAX_REQUEUE).await;
+            let blocked = Blocked::new(Reason::InvalidSpec, error.to_string());
+            return not_ready(resource, ctx, &target, blocked).await;
         }
     };
 
-    // The key text: fresh, or as found in a Secret whose record verified.
-    // The previous key: the one just rotated out, or the one already kept.
-    let existing_key = existing
-        .as_ref()
-        .filter(|_| trusted_record.is_some())
-        .and_then(|s| secret::data_text(s, secret::DATA_KEY))
-        .map(|k| Zeroizing::new(k.to_string()));
-    let key = match &minted {
-        Some(token) => Zeroizing::new(token.expose().to_string()),
-        None => existing_key.clone().ok_or(Error::MissingField {
-            kind: "Secret",
-            field: "data.key",
-        })?,
-    };
-    let previous_key = match plan.change {
-        Change::Rotate(_) => existing_key,
-        Change::Mint(_) => None,
-        _ => existing
-            .as_ref()
-            .filter(|_| trusted_record.is_some_and(|r| r.previous.is_some()))
-            .and_then(|s| secret::data_text(s, secret::DATA_PREVIOUS_KEY))
-            .map(|k| Zeroizing::new(k.to_string())),
+    let existing = prepared.existing.as_ref().map(|held| &held.0);
+    let texts = secret::key_texts(
+        existing,
+        &prepared.observed,
+        minted.as_ref().map(|token| token.expose()),
+        &plan.change,
+    )
+    .ok_or(Error::MissingField {
+        kind: "Secret",
+        field: "data.key",
+    })?;
+    let claim = Claim {
+        owner: &prepared.owner,
+        owner_uid: &prepared.owner_uid,
+        namespace,
+        name: target.secret_name,
     };
     let mut desired = secret::desired_secret(&SecretContent {
-        claim: *claim,
+        claim,
         signing_key: &ctx.signing_key,
         record: &plan.record,
-        key: &key,
-        previous_key: previous_key.as_deref().map(|k| k.as_str()),
+        key: &texts.key,
+        previous_key: texts.previous_key.as_deref().map(|k| k.as_str()),
         template_labels: common.template_labels(),
         template_annotations: common.template_annotations(),
         extra_annotations: resource.secret_annotations(),
         owner_reference: owner_reference(resource, common.deletion_policy()),
     });
-    let written = write_secret(ctx, &secrets, existing.as_ref(), &mut desired, secret_name).await;
+    let secrets = Api::<MetaOnly<Secret>>::namespaced(ctx.client.clone(), namespace);
+    let written = write_secret(ctx, &secrets, existing, &mut desired, target.secret_name).await;
     // Key material does not outlive the write (the token itself is Zeroizing).
     secret::wipe(&mut desired);
     drop(minted);
@@ -334,15 +384,13 @@ async fn issue<K: KeyResource>(
         Err(WriteError::Refused(status)) => {
             let message = scrub(
                 &format!(
-                    "Secret {namespace}/{secret_name} cannot be written: {}: {}",
-                    status.reason, status.message
+                    "Secret {namespace}/{} cannot be written: {}: {}",
+                    target.secret_name, status.reason, status.message
                 ),
-                &[
-                    key.as_str(),
-                    previous_key.as_deref().map_or("", |k| k.as_str()),
-                ],
+                &texts.all(),
             );
-            return failed(resource, ctx, target, Reason::SecretWriteFailed, message).await;
+            let blocked = Blocked::new(Reason::SecretWriteFailed, message);
+            return not_ready(resource, ctx, &target, blocked).await;
         }
         Err(WriteError::Other(error)) => return Err(error),
     }
@@ -353,24 +401,26 @@ async fn issue<K: KeyResource>(
         .expires_at
         .map(|t| format!("; expires at {}", secret::format_time(t)))
         .unwrap_or_default();
-    let ready = Ready::issued(format!(
-        "Key {} issued to Secret {namespace}/{secret_name}{expires_note}",
-        plan.record.id
-    ));
     let new_status = status::issued(
         status,
-        &plan.record,
-        plan::rotation_time(&plan.record, &wanted.policy),
-        secret_name,
-        resource.meta().namespace.is_none().then_some(namespace),
-        resource.meta().generation,
-        ready,
+        &status::Issued {
+            record: &plan.record,
+            renewal_time: plan::rotation_time(&plan.record, &wanted.policy),
+            secret_name: target.secret_name,
+            // Only a cluster-scoped resource says where its Secret is.
+            secret_namespace: resource.meta().namespace.is_none().then_some(namespace),
+            generation: resource.meta().generation,
+            ready: Ready::issued(format!(
+                "Key {} issued to Secret {namespace}/{}{expires_note}",
+                plan.record.id, target.secret_name
+            )),
+        },
         now,
     );
     status::write_if_changed(resource, ctx, status, new_status).await?;
     ctx.metrics
-        .key_observed(&kind, claim.owner, plan.record.expires_at);
-    ctx.pacing.succeeded(claim.owner);
+        .key_observed(&kind, &prepared.owner, plan.record.expires_at);
+    ctx.pacing.succeeded(&prepared.owner);
     Ok(requeue_at(plan.wake_at))
 }
 
@@ -398,11 +448,7 @@ async fn write_secret(
     // Secret first: the record in it is the truth, so a crash before the
     // status write never mints twice.
     let refused = |error: kube::Error| match error {
-        kube::Error::Api(status)
-            if (400..500).contains(&status.code) && ![409, 429].contains(&status.code) =>
-        {
-            WriteError::Refused(status)
-        }
+        kube::Error::Api(status) if is_refusal(&status) => WriteError::Refused(status),
         error => WriteError::Other(error.into()),
     };
     let written = secrets
@@ -441,17 +487,19 @@ fn scrub(text: &str, secrets: &[&str]) -> String {
 /// A resource being deleted while something (a finalizer) holds it: no new
 /// key and no rotation; once its key expires the Secret goes, so a
 /// terminating resource never keeps a key valid past its expiry.
-async fn terminating<K: KeyResource>(
+fn terminating<K: KeyResource>(
     resource: &K,
-    ctx: &Context,
-    target: &Target<'_>,
-    secrets: &Api<MetaOnly<Secret>>,
-    existing: Option<&Secret>,
-    record: Option<&plan::KeyRecord>,
+    target: Target,
+    existing: Option<Held>,
+    observed: &Observed,
     now: Timestamp,
-) -> Result<Action> {
+) -> Stop {
     let Some(secret) = existing else {
-        return Ok(Action::await_change());
+        return Stop::Wait(Action::await_change());
+    };
+    let record = match observed {
+        Observed::Present { record, .. } => Some(record),
+        _ => None,
     };
     let expires_at = record.and_then(|r| r.expires_at).or_else(|| {
         resource
@@ -460,32 +508,23 @@ async fn terminating<K: KeyResource>(
             .map(|t| t.0)
     });
     match expires_at {
+        // An untrusted record proves no later expiry than the status.
         Some(expires_at) if expires_at <= now || record.is_none() => {
             let message = format!(
                 "the {} is being deleted and its key expired at {}; Secret {}/{} deleted",
                 K::kind(&()),
                 secret::format_time(expires_at),
-                target.namespace,
+                target.namespace.as_deref().unwrap_or_default(),
                 target.secret_name
             );
-            revoke(resource, ctx, secrets, secret, &message).await?;
-            let blocked = Blocked {
-                reason: "KeyExpired",
-                message,
-            };
-            let namespace = Some(target.namespace);
-            not_ready(
-                resource,
-                ctx,
-                blocked,
-                namespace,
-                target.secret_name,
-                MAX_REQUEUE,
+            Stop::Revoke(
+                target,
+                Box::new(secret),
+                Blocked::new(Reason::KeyExpired, message),
             )
-            .await
         }
-        Some(expires_at) => Ok(requeue_at(Some(expires_at))),
-        None => Ok(Action::await_change()),
+        Some(expires_at) => Stop::Wait(requeue_at(Some(expires_at))),
+        None => Stop::Wait(Action::await_change()),
     }
 }
 
@@ -522,7 +561,7 @@ async fn unreadable_resource<K: KeyResource>(
         &object,
         &kind,
         EventType::Warning,
-        "InvalidSpec",
+        Reason::InvalidSpec.as_str(),
         &note,
         "Reconcile",
     )
@@ -571,10 +610,8 @@ fn requeue_at(wake_at: Option<Timestamp>) -> Action {
 async fn not_ready<K: KeyResource>(
     resource: &K,
     ctx: &Context,
+    target: &TargetRef<'_>,
     blocked: Blocked,
-    namespace: Option<&str>,
-    secret_name: &str,
-    requeue: Duration,
 ) -> Result<Action> {
     // Messages can quote the API server, which can quote anything.
     let blocked = Blocked {
@@ -582,69 +619,57 @@ async fn not_ready<K: KeyResource>(
         ..blocked
     };
     let current = resource.key_status();
-    let revoked = matches!(blocked.reason, "ServiceAccountNotFound" | "KeyExpired");
     let new_status = status::blocked(
         current,
         &blocked,
-        secret_name,
-        namespace.filter(|_| resource.meta().namespace.is_none()),
+        target.secret_name,
+        target
+            .namespace
+            .filter(|_| resource.meta().namespace.is_none()),
         resource.meta().generation,
-        revoked,
         Timestamp::now(),
     );
-    let changed = status::ready_reason(current) != Some(blocked.reason);
+    let reason = blocked.reason.as_str();
+    let changed = status::ready_reason(current) != Some(reason);
     status::write_if_changed(resource, ctx, current, new_status).await?;
+    let kind = K::kind(&());
     if changed {
-        warn!(reason = blocked.reason, message = ?blocked.message, "key not issued");
+        warn!(reason, message = ?blocked.message, "key not issued");
         publish(
             resource,
             ctx,
             EventType::Warning,
-            blocked.reason,
+            reason,
             &blocked.message,
             "Reconcile",
         )
         .await;
+        ctx.metrics.not_ready(&kind, blocked.reason);
     }
-    ctx.metrics.key_blocked(&K::kind(&()), &resource.owner_id());
-    Ok(Action::requeue(requeue))
-}
-
-/// Ready=False for a failure the user must see, retried with backoff.
-async fn failed<K: KeyResource>(
-    resource: &K,
-    ctx: &Context,
-    target: &Target<'_>,
-    reason: Reason,
-    message: String,
-) -> Result<Action> {
-    let retry = ctx.pacing.failed(&resource.owner_id());
-    let blocked = Blocked {
-        reason: reason.as_str(),
-        message,
+    let owner = resource.owner_id().to_string();
+    ctx.metrics.key_blocked(&kind, &owner);
+    let requeue = match blocked.reason.requeue() {
+        Requeue::After(delay) => delay,
+        Requeue::Backoff => ctx.pacing.failed(&owner),
     };
-    not_ready(
-        resource,
-        ctx,
-        blocked,
-        Some(target.namespace),
-        target.secret_name,
-        retry,
-    )
-    .await
+    Ok(Action::requeue(requeue))
 }
 
 async fn revoke<K: KeyResource>(
     resource: &K,
     ctx: &Context,
-    secrets: &Api<MetaOnly<Secret>>,
-    secret: &Secret,
+    target: &TargetRef<'_>,
+    secret: &Held,
     why: &str,
 ) -> Result<()> {
-    let name = secret.name_any();
+    let secrets = Api::<MetaOnly<Secret>>::namespaced(
+        ctx.client.clone(),
+        target.namespace.unwrap_or_default(),
+    );
+    let name = secret.0.name_any();
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: secret.metadata.uid.clone(),
+            uid: secret.0.metadata.uid.clone(),
             resource_version: None,
         }),
         ..Default::default()
@@ -660,7 +685,7 @@ async fn revoke<K: KeyResource>(
         resource,
         ctx,
         EventType::Normal,
-        "KeyRevoked",
+        KeyEvent::KeyRevoked.as_str(),
         &message,
         "Revoke",
     )
@@ -676,34 +701,36 @@ async fn announce<K: KeyResource>(
     kind: &str,
 ) {
     let (event_type, reason, message) = match change {
-        Change::Mint(MintReason::Initial) => {
-            (EventType::Normal, "KeyIssued", format!("Issued key {id}"))
-        }
+        Change::Mint(MintReason::Initial) => (
+            EventType::Normal,
+            KeyEvent::KeyIssued,
+            format!("Issued key {id}"),
+        ),
         Change::Mint(MintReason::SecretLost) => (
             EventType::Warning,
-            "KeyRestored",
+            KeyEvent::KeyRestored,
             format!("The Secret was deleted and its key cannot be recovered; issued new key {id}"),
         ),
         Change::Mint(MintReason::KeyTampered) => (
             EventType::Warning,
-            "KeyReplaced",
+            KeyEvent::KeyReplaced,
             format!(
                 "The Secret's key or its record was edited (it no longer matches what keymint wrote); issued new key {id}"
             ),
         ),
         Change::Mint(MintReason::BindingChanged) => (
             EventType::Normal,
-            "KeyIssued",
+            KeyEvent::KeyIssued,
             format!("The bound ServiceAccount was re-created; issued new key {id}"),
         ),
         Change::Rotate(RotateReason::Scheduled) => (
             EventType::Normal,
-            "KeyRotated",
+            KeyEvent::KeyRotated,
             format!("Rotated to key {id} on schedule"),
         ),
         Change::Rotate(RotateReason::Requested) => (
             EventType::Normal,
-            "KeyRotated",
+            KeyEvent::KeyRotated,
             format!("Rotated to key {id} on request"),
         ),
         Change::Reschedule | Change::DropPrevious | Change::None => return,
@@ -711,6 +738,7 @@ async fn announce<K: KeyResource>(
     if matches!(change, Change::Rotate(_)) {
         ctx.metrics.rotated(kind);
     }
+    let reason = reason.as_str();
     info!(key_id = id, reason, "key changed");
     publish(resource, ctx, event_type, reason, &message, "Issue").await;
 }
@@ -728,7 +756,7 @@ async fn publish<K: KeyResource>(
     publish_to(
         ctx,
         &reference,
-        &resource.owner_id(),
+        &resource.owner_id().to_string(),
         &kind,
         type_,
         reason,
@@ -801,7 +829,7 @@ pub fn error_policy<K: KeyResource>(
     ctx.metrics
         .reconcile_failed(&K::kind(&()), error.category());
     let object = match &*object {
-        Parsed::Ok(resource) => resource.owner_id(),
+        Parsed::Ok(resource) => resource.owner_id().to_string(),
         Parsed::Unreadable { metadata, .. } => {
             format!("{:?}/{:?}", metadata.namespace, metadata.name)
         }

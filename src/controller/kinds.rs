@@ -12,14 +12,23 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::lenient::{MetaOnly, Parsed, Trim, trim_key_resource};
+use super::owner::OwnerId;
+use super::reason::Reason;
 use super::{Context, Result, Settings};
+use crate::api::names::about;
 use crate::api::{ApiKey, KeySpec, KeySpecCommon, KeyStatus, RootKey, ServiceAccountKey};
 
 /// Why a key cannot be issued right now (reported as `Ready=False`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
+}
+
+impl Blocked {
+    pub fn new(reason: Reason, message: String) -> Self {
+        Blocked { reason, message }
+    }
 }
 
 /// The object a key is bound to.
@@ -70,10 +79,11 @@ pub trait KeyResource:
     }
 
     /// The resource's identity as recorded on its Secret (`Kind/namespace/name`).
-    fn owner_id(&self) -> String {
-        match self.namespace() {
-            Some(namespace) => format!("{}/{}/{}", Self::kind(&()), namespace, self.name_any()),
-            None => format!("{}/{}", Self::kind(&()), self.name_any()),
+    fn owner_id(&self) -> OwnerId {
+        OwnerId {
+            kind: Self::kind(&()).to_string(),
+            namespace: self.namespace(),
+            name: self.name_any(),
         }
     }
 }
@@ -137,7 +147,7 @@ impl KeyResource for RootKey {
             Ok(namespace)
         } else {
             Err(Blocked {
-                reason: "NamespaceNotAllowed",
+                reason: Reason::NamespaceNotAllowed,
                 message: format!(
                     "spec.secretNamespace {namespace:?} is not allowed for RootKeys; the operator writes RootKey Secrets only to {:?} (--root-key-namespaces)",
                     settings.root_key_namespaces
@@ -153,7 +163,7 @@ impl KeyResource for ServiceAccountKey {
 
     fn secret_annotations(&self) -> BTreeMap<String, String> {
         BTreeMap::from([(
-            "keymint.dev/service-account".to_string(),
+            about::SERVICE_ACCOUNT.to_string(),
             self.spec.service_account_name.clone(),
         )])
     }
@@ -178,7 +188,7 @@ impl KeyResource for ServiceAccountKey {
 
 fn service_account_missing(namespace: &str, name: &str, why: &str) -> Blocked {
     Blocked {
-        reason: "ServiceAccountNotFound",
+        reason: Reason::ServiceAccountNotFound,
         message: format!(
             "spec.serviceAccountName: ServiceAccount {namespace}/{name} {why}; the key is issued when it exists"
         ),
@@ -195,12 +205,12 @@ impl KeyResource for ApiKey {
         let mut annotations = BTreeMap::new();
         if !self.spec.permissions.is_empty() {
             annotations.insert(
-                "keymint.dev/permissions".to_string(),
+                about::PERMISSIONS.to_string(),
                 self.spec.permissions.join(","),
             );
         }
         if let Some(description) = &self.spec.description {
-            annotations.insert("keymint.dev/description".to_string(), description.clone());
+            annotations.insert(about::DESCRIPTION.to_string(), description.clone());
         }
         annotations
     }
@@ -208,7 +218,7 @@ impl KeyResource for ApiKey {
 
 fn own_namespace<K: Resource>(resource: &K) -> Result<String, Blocked> {
     resource.meta().namespace.clone().ok_or(Blocked {
-        reason: "InvalidSpec",
+        reason: Reason::InvalidSpec,
         message: "metadata.namespace is missing on a namespaced key resource".into(),
     })
 }

@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::reason::Reason;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
@@ -38,7 +40,14 @@ pub struct Metrics {
     earliest_expiry: Gauge<f64, std::sync::atomic::AtomicU64>,
     duration: Family<KindLabel, Histogram>,
     events_suppressed: Family<KindLabel, Counter>,
+    not_ready: Family<ReasonLabels, Counter>,
     book: Mutex<KeyBook>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub kind: String,
+    pub reason: String,
 }
 
 impl Default for Metrics {
@@ -70,6 +79,12 @@ impl Default for Metrics {
             earliest_expiry.clone(),
         );
         let events_suppressed = Family::<KindLabel, Counter>::default();
+        let not_ready = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "not_ready_transitions",
+            "Resources that turned Ready=False, by reason",
+            not_ready.clone(),
+        );
         registry.register(
             "events_suppressed",
             "Events not written because one resource had its share of Events with that reason",
@@ -86,11 +101,18 @@ impl Default for Metrics {
             let _ = reconciles.get_or_create(&label);
             let _ = rotations.get_or_create(&label);
             let _ = events_suppressed.get_or_create(&label);
+            for reason in Reason::ALL.into_iter().filter(|r| *r != Reason::KeyIssued) {
+                let _ = not_ready.get_or_create(&ReasonLabels {
+                    kind: kind.into(),
+                    reason: reason.as_str().into(),
+                });
+            }
             let _ = keys.get_or_create(&label);
         }
         Metrics {
             registry,
             events_suppressed,
+            not_ready,
             reconciles,
             errors,
             rotations,
@@ -131,6 +153,15 @@ impl Metrics {
             .get_or_create(&ErrorLabels {
                 kind: kind.into(),
                 category: category.into(),
+            })
+            .inc();
+    }
+
+    pub fn not_ready(&self, kind: &str, reason: Reason) {
+        self.not_ready
+            .get_or_create(&ReasonLabels {
+                kind: kind.into(),
+                reason: reason.as_str().into(),
             })
             .inc();
     }

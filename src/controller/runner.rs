@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use super::engine::{error_policy, reconcile};
 use super::lenient::{MetaOnly, Parsed};
+use super::owner::OwnerId;
 use super::secret::{MANAGED_BY, MANAGED_BY_LABEL, OWNER};
 use super::{Context, KeyResource};
 use crate::api::{ApiKey, RootKey, ServiceAccountKey};
@@ -64,21 +65,19 @@ fn owner_of<K: KeyResource>(secret: &MetaOnly<Secret>) -> Vec<ObjectRef<Parsed<K
             }
         })
         .collect();
-    if let Some(owner) = secret.annotations().get(OWNER) {
-        let mut parts = owner.split('/');
-        let parsed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(kind), Some(name), None, None) if kind == K::kind(&()) => {
-                Some(ObjectRef::new(name))
+    let annotated = secret
+        .annotations()
+        .get(OWNER)
+        .and_then(|owner| owner.parse::<OwnerId>().ok())
+        .filter(|owner| owner.kind == K::kind(&()))
+        .and_then(|owner| match owner.namespace {
+            None => Some(ObjectRef::new(&owner.name)),
+            Some(namespace) if secret.namespace().as_deref() == Some(namespace.as_str()) => {
+                Some(ObjectRef::new(&owner.name).within(&namespace))
             }
-            (Some(kind), Some(namespace), Some(name), None)
-                if kind == K::kind(&()) && secret.namespace().as_deref() == Some(namespace) =>
-            {
-                Some(ObjectRef::new(name).within(namespace))
-            }
-            _ => None,
-        };
-        owners.extend(parsed.filter(|parsed| !owners.contains(parsed)));
-    }
+            Some(_) => None,
+        });
+    owners.extend(annotated.filter(|parsed| !owners.contains(parsed)));
     owners
 }
 
@@ -220,7 +219,7 @@ fn lister<K: KeyResource>(store: Store<Parsed<K>>) -> OwnerLister {
         store
             .state()
             .iter()
-            .filter_map(|key| key.ok().map(KeyResource::owner_id))
+            .filter_map(|key| key.ok().map(|key| key.owner_id().to_string()))
             .collect()
     })
 }

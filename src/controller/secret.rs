@@ -12,31 +12,22 @@ use serde_json::Value;
 
 use super::FIELD_MANAGER;
 use crate::api::KeyStatus;
-use crate::keys::plan::{KeyRecord, Observed, PreviousKey};
+use zeroize::Zeroizing;
+
+use crate::keys::plan::{Change, KeyRecord, Observed, PreviousKey};
 use crate::keys::signature::{SigningKey, Subject};
 use crate::keys::{sha256_hex, verify_checksum};
 
-pub use crate::api::{
-    EXPIRES_AT_ANNOTATION as EXPIRES_AT, KEY_ID_ANNOTATION as KEY_ID,
-    KEY_SHA256_ANNOTATION as KEY_SHA256, MANAGED_BY_LABEL, MANAGED_BY_VALUE as MANAGED_BY,
-    SECRET_ID as DATA_ID, SECRET_KEY as DATA_KEY, SECRET_PREVIOUS_ID as DATA_PREVIOUS_ID,
+pub use crate::api::names::record::{
+    BOUND_UID, CREATED_AT, EXPIRES_AT, KEY_ID, KEY_SHA256, OWNER, OWNER_UID, PREVIOUS_EXPIRES_AT,
+    PREVIOUS_ID, RECORD_SIGNATURE, ROTATE_REQUEST_HANDLED, ROTATIONS, UPDATED_AT,
+};
+pub use crate::api::names::{
+    ANNOTATION_PREFIX, MANAGED_BY_LABEL, MANAGED_BY_VALUE as MANAGED_BY, SECRET_ID as DATA_ID,
+    SECRET_KEY as DATA_KEY, SECRET_PREVIOUS_ID as DATA_PREVIOUS_ID,
     SECRET_PREVIOUS_KEY as DATA_PREVIOUS_KEY, SECRET_TYPE,
 };
 use crate::api::{RESERVED_APP_KEYS, RESERVED_KEY_DOMAINS};
-
-/// Further annotations holding the key's record (never the key itself).
-pub const OWNER: &str = "keymint.dev/owner";
-pub const CREATED_AT: &str = "keymint.dev/created-at";
-pub const UPDATED_AT: &str = "keymint.dev/updated-at";
-pub const ROTATIONS: &str = "keymint.dev/rotations";
-pub const PREVIOUS_ID: &str = "keymint.dev/previous-id";
-pub const PREVIOUS_EXPIRES_AT: &str = "keymint.dev/previous-expires-at";
-pub const ROTATE_REQUEST_HANDLED: &str = "keymint.dev/rotate-request-handled";
-pub const BOUND_UID: &str = "keymint.dev/bound-uid";
-/// UID of the resource the Secret was written for.
-pub const OWNER_UID: &str = "keymint.dev/owner-uid";
-/// HMAC of the record under the operator's key (see [`crate::keys::signature`]).
-pub const RECORD_SIGNATURE: &str = "keymint.dev/record-signature";
 
 /// Label and annotation keys a `secretTemplate` may never set: they would let
 /// a resource's author make the Secret look like another tool's (Argo CD
@@ -260,6 +251,55 @@ fn read_record(secret: &Secret) -> Option<KeyRecord> {
     })
 }
 
+/// The key texts a Secret is written with.
+pub struct KeyTexts {
+    pub key: Zeroizing<String>,
+    pub previous_key: Option<Zeroizing<String>>,
+}
+
+impl KeyTexts {
+    /// Every key text, to scrub from messages that might quote them.
+    pub fn all(&self) -> Vec<&str> {
+        std::iter::once(self.key.as_str())
+            .chain(self.previous_key.as_ref().map(|k| k.as_str()))
+            .collect()
+    }
+}
+
+/// The key texts to write: the freshly minted key, or the one found in a
+/// Secret whose record verified; as previous key, the one just rotated out,
+/// or the one already kept. Nothing is taken from an untrusted Secret.
+/// `None` if no key is minted and none can be kept.
+pub fn key_texts(
+    existing: Option<&Secret>,
+    observed: &Observed,
+    minted: Option<&str>,
+    change: &Change,
+) -> Option<KeyTexts> {
+    let trusted = match observed {
+        Observed::Present { record, .. } => Some(record),
+        _ => None,
+    };
+    let found = |field| {
+        existing
+            .filter(|_| trusted.is_some())
+            .and_then(|s| data_text(s, field))
+            .map(|k| Zeroizing::new(k.to_string()))
+    };
+    let current = found(DATA_KEY);
+    let key = match minted {
+        Some(token) => Zeroizing::new(token.to_string()),
+        None => current.clone()?,
+    };
+    let previous_key = match change {
+        Change::Rotate(_) => current,
+        Change::Mint(_) => None,
+        _ if trusted.is_some_and(|r| r.previous.is_some()) => found(DATA_PREVIOUS_KEY),
+        _ => None,
+    };
+    Some(KeyTexts { key, previous_key })
+}
+
 /// Formats a timestamp the way every keymint field does: RFC 3339, seconds, UTC.
 pub fn format_time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -449,7 +489,7 @@ pub fn stale_fields(existing: &Secret, desired: &Secret) -> Option<Value> {
         .iter()
         .flatten()
         .map(|(k, _)| k)
-        .filter(|k| k.starts_with("keymint.dev/"))
+        .filter(|k| k.starts_with(ANNOTATION_PREFIX))
         .filter(|k| {
             !wanted_annotations.is_some_and(|a| a.contains_key(*k))
                 && !owned.annotations.contains(*k)

@@ -12,8 +12,8 @@ use super::{Context, Error, FIELD_MANAGER, Result};
 use crate::api::KeyStatus;
 use crate::keys::plan::KeyRecord;
 
-pub const READY: &str = "Ready";
-pub const KEY_ISSUED: &str = "KeyIssued";
+use super::reason::Reason;
+use crate::api::CONDITION_READY as READY;
 /// `status.lastRotateRequest`'s maxLength in the CRD.
 const MAX_ROTATE_REQUEST_CHARS: usize = 1024;
 
@@ -29,7 +29,7 @@ impl Ready {
     pub fn issued(message: String) -> Self {
         Ready {
             status: true,
-            reason: KEY_ISSUED.into(),
+            reason: Reason::KeyIssued.as_str().into(),
             message,
         }
     }
@@ -68,26 +68,30 @@ fn condition(
     }
 }
 
+/// What a status of an issued key is made of.
+pub struct Issued<'a> {
+    pub record: &'a KeyRecord,
+    pub renewal_time: Option<Timestamp>,
+    pub secret_name: &'a str,
+    /// Set only for a cluster-scoped resource (a RootKey).
+    pub secret_namespace: Option<&'a str>,
+    pub generation: Option<i64>,
+    pub ready: Ready,
+}
+
 /// Status of a resource whose key is issued.
 #[allow(clippy::too_many_arguments)]
-pub fn issued(
-    current: Option<&KeyStatus>,
-    record: &KeyRecord,
-    renewal_time: Option<Timestamp>,
-    secret_name: &str,
-    secret_namespace: Option<&str>,
-    generation: Option<i64>,
-    ready: Ready,
-    now: Timestamp,
-) -> KeyStatus {
+pub fn issued(current: Option<&KeyStatus>, issued: &Issued<'_>, now: Timestamp) -> KeyStatus {
+    let record = issued.record;
+    let generation = issued.generation;
     KeyStatus {
         id: Some(record.id.clone()),
         created_at: Some(Time(record.created_at)),
         updated_at: Some(Time(record.updated_at)),
         expires_at: record.expires_at.map(Time),
-        renewal_time: renewal_time.map(Time),
-        secret_name: Some(secret_name.to_string()),
-        secret_namespace: secret_namespace.map(str::to_string),
+        renewal_time: issued.renewal_time.map(Time),
+        secret_name: Some(issued.secret_name.to_string()),
+        secret_namespace: issued.secret_namespace.map(str::to_string),
         key_sha256: Some(record.sha256.clone()),
         previous_id: record.previous.as_ref().map(|p| p.id.clone()),
         previous_expires_at: record.previous.as_ref().map(|p| Time(p.until)),
@@ -98,7 +102,7 @@ pub fn issued(
             .as_ref()
             .map(|r| r.chars().take(MAX_ROTATE_REQUEST_CHARS).collect()),
         observed_generation: generation,
-        conditions: vec![condition(current, ready, generation, now)],
+        conditions: vec![condition(current, issued.ready.clone(), generation, now)],
     }
 }
 
@@ -110,16 +114,15 @@ pub fn blocked(
     secret_name: &str,
     secret_namespace: Option<&str>,
     generation: Option<i64>,
-    revoked: bool,
     now: Timestamp,
 ) -> KeyStatus {
     let ready = Ready {
         status: false,
-        reason: why.reason.into(),
+        reason: why.reason.as_str().into(),
         message: why.message.clone(),
     };
     let base = match current {
-        Some(status) if !revoked => status.clone(),
+        Some(status) if !why.reason.revokes() => status.clone(),
         Some(status) => KeyStatus {
             rotations: status.rotations,
             ..KeyStatus::default()

@@ -1297,7 +1297,9 @@ fn same_secret(before: &Secret, after: &Secret) -> Result<(), String> {
 /// `Ready=True` and a correct Secret at the target.
 fn check_issued(s: &Snapshot) -> Result<(), String> {
     let ready = ready_condition(&s.status)?;
-    if ready.status != "True" || ready.reason != api::REASON_KEY_ISSUED {
+    if ready.status != "True"
+        || ready.reason != keymint::controller::reason::Reason::KeyIssued.as_str()
+    {
         return Err(format!(
             "Ready={} {}: {}",
             ready.status,
@@ -1331,7 +1333,7 @@ fn check_issued(s: &Snapshot) -> Result<(), String> {
     )?;
     expect_eq(
         "keymint.dev/key-sha256",
-        annotation_of(secret, api::KEY_SHA256_ANNOTATION).as_deref(),
+        annotation_of(secret, api::names::record::KEY_SHA256).as_deref(),
         Some(sha.as_str()),
     )?;
     expect_eq(
