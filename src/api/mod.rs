@@ -3,6 +3,73 @@
 //! their shared spec fields and status, the names keymint puts on Secrets, and
 //! the CRDs generated from the types.
 
+/// A key kind's spec with its CRD: the group, version, status, category and
+/// columns all three kinds share, around the kind's own `#[kube(...)]`
+/// attributes and columns (placed after Ready).
+macro_rules! key_kind {
+    (
+        derives: [$($derive:ident),*],
+        kube: [$($own:tt)*],
+        extra_columns: [$($column:tt)*],
+        $(#[$attr:meta])*
+        pub struct $spec:ident { $($body:tt)* }
+    ) => {
+        // clippy's duplicated_attributes misfires on the repeated `type_ = ...`
+        // of kube's `printcolumn(...)` lists.
+        #[allow(clippy::duplicated_attributes)]
+        #[derive(
+            kube::CustomResource,
+            kube::KubeSchema,
+            serde::Serialize,
+            serde::Deserialize,
+            Clone,
+            Debug,
+            PartialEq
+            $(, $derive)*
+        )]
+        #[kube(
+            group = "keymint.dev",
+            version = "v1alpha1",
+            status = "KeyStatus",
+            derive = "PartialEq",
+            category = "keymint",
+            $($own)*,
+            printcolumn(
+                name = "Ready",
+                type_ = "string",
+                json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+                description = "Whether the key is issued and in its Secret"
+            ),
+            $($column)*
+            printcolumn(
+                name = "Key ID",
+                type_ = "string",
+                json_path = ".status.id",
+                description = "Id of the current key"
+            ),
+            printcolumn(
+                name = "Expires",
+                type_ = "string",
+                json_path = ".status.expiresAt",
+                description = "When the current key expires (RFC 3339)"
+            ),
+            printcolumn(
+                name = "Secret",
+                type_ = "string",
+                json_path = ".status.secretName",
+                description = "Secret holding the key"
+            ),
+            printcolumn(
+                name = "Age",
+                type_ = "date",
+                json_path = ".metadata.creationTimestamp"
+            )
+        )]
+        $(#[$attr])*
+        pub struct $spec { $($body)* }
+    };
+}
+
 mod api_key;
 mod common;
 pub mod names;

@@ -1,74 +1,38 @@
 //! `ServiceAccountKey`: a key bound to a Kubernetes ServiceAccount (the seed's
 //! CreateServiceAccountKey).
 
-use kube::{CustomResource, KubeSchema};
-use serde::{Deserialize, Serialize};
-
 use super::common::{KeySpec, KeySpecCommon, KeyStatus};
 use super::schema::{DNS1123_SUBDOMAIN_PATTERN, no_nullable};
 
-/// Desired state of a ServiceAccountKey.
-// clippy's duplicated_attributes misfires on the repeated `type_ = ...` of
-// kube's `printcolumn(...)` lists.
-#[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[kube(
-    group = "keymint.dev",
-    version = "v1alpha1",
+key_kind! {
+    derives: [],
+    kube: [
     kind = "ServiceAccountKey",
     namespaced,
     doc = "A ServiceAccountKey is an API key for a ServiceAccount of its namespace (the form of CreateServiceAccountKey, POST /api/org/v1/service-accounts/{sa}/keys). keymint mints the key, writes it to a Secret of type keymint.dev/key in the same namespace, reports its id and expiry in status (never the key) and rotates it before it expires. A missing ServiceAccount gives Ready=False, reason ServiceAccountNotFound, until it appears; deleting the ServiceAccount revokes the key, and re-creating it mints a new one.",
-    status = "KeyStatus",
-    derive = "PartialEq",
-    shortname = "sak",
-    category = "keymint",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
-        description = "Whether the key is issued and in its Secret"
-    ),
+    shortname = "sak"
+    ],
+    extra_columns: [
     printcolumn(
         name = "Service Account",
         type_ = "string",
         json_path = ".spec.serviceAccountName",
         description = "ServiceAccount the key belongs to"
     ),
-    printcolumn(
-        name = "Key ID",
-        type_ = "string",
-        json_path = ".status.id",
-        description = "Id of the current key"
-    ),
-    printcolumn(
-        name = "Expires",
-        type_ = "string",
-        json_path = ".status.expiresAt",
-        description = "When the current key expires (RFC 3339)"
-    ),
-    printcolumn(
-        name = "Secret",
-        type_ = "string",
-        json_path = ".status.secretName",
-        description = "Secret holding the key"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
-)]
-#[serde(rename_all = "camelCase")]
-#[schemars(transform = no_nullable)]
-pub struct ServiceAccountKeySpec {
-    /// The fields all key kinds share.
-    #[serde(flatten)]
-    pub common: KeySpecCommon,
+    ],
+    /// Desired state of a ServiceAccountKey.
+    #[serde(rename_all = "camelCase")]
+    #[schemars(transform = no_nullable)]
+    pub struct ServiceAccountKeySpec {
+        /// The fields all key kinds share.
+        #[serde(flatten)]
+        pub common: KeySpecCommon,
 
-    /// Name of the ServiceAccount, in this resource's namespace, the key belongs
-    /// to, e.g. `billing-worker`. Required.
-    #[schemars(regex(pattern = DNS1123_SUBDOMAIN_PATTERN), length(min = 1, max = 253))]
-    pub service_account_name: String,
+        /// Name of the ServiceAccount, in this resource's namespace, the key belongs
+        /// to, e.g. `billing-worker`. Required.
+        #[schemars(regex(pattern = DNS1123_SUBDOMAIN_PATTERN), length(min = 1, max = 253))]
+        pub service_account_name: String,
+    }
 }
 
 impl ServiceAccountKeySpec {

@@ -700,40 +700,34 @@ async fn announce<K: KeyResource>(
     id: &str,
     kind: &str,
 ) {
-    let (event_type, reason, message) = match change {
-        Change::Mint(MintReason::Initial) => (
-            EventType::Normal,
-            KeyEvent::KeyIssued,
-            format!("Issued key {id}"),
-        ),
+    // What happened, as the Event's reason and its note (ending in the key id).
+    let (reason, what) = match change {
+        Change::Mint(MintReason::Initial) => (KeyEvent::KeyIssued, "Issued key"),
         Change::Mint(MintReason::SecretLost) => (
-            EventType::Warning,
             KeyEvent::KeyRestored,
-            format!("The Secret was deleted and its key cannot be recovered; issued new key {id}"),
+            "The Secret was deleted and its key cannot be recovered; issued new key",
         ),
         Change::Mint(MintReason::KeyTampered) => (
-            EventType::Warning,
             KeyEvent::KeyReplaced,
-            format!(
-                "The Secret's key or its record was edited (it no longer matches what keymint wrote); issued new key {id}"
-            ),
+            "The Secret's key or its record was edited (it no longer matches what keymint wrote); issued new key",
         ),
         Change::Mint(MintReason::BindingChanged) => (
-            EventType::Normal,
             KeyEvent::KeyIssued,
-            format!("The bound ServiceAccount was re-created; issued new key {id}"),
+            "The bound ServiceAccount was re-created; issued new key",
         ),
-        Change::Rotate(RotateReason::Scheduled) => (
-            EventType::Normal,
-            KeyEvent::KeyRotated,
-            format!("Rotated to key {id} on schedule"),
-        ),
-        Change::Rotate(RotateReason::Requested) => (
-            EventType::Normal,
-            KeyEvent::KeyRotated,
-            format!("Rotated to key {id} on request"),
-        ),
+        Change::Rotate(RotateReason::Scheduled) => {
+            (KeyEvent::KeyRotated, "Rotated on schedule to key")
+        }
+        Change::Rotate(RotateReason::Requested) => {
+            (KeyEvent::KeyRotated, "Rotated on request to key")
+        }
         Change::Reschedule | Change::DropPrevious | Change::None => return,
+    };
+    let message = format!("{what} {id}");
+    let event_type = if reason.is_warning() {
+        EventType::Warning
+    } else {
+        EventType::Normal
     };
     if matches!(change, Change::Rotate(_)) {
         ctx.metrics.rotated(kind);

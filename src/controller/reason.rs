@@ -101,6 +101,11 @@ pub enum KeyEvent {
 }
 
 impl KeyEvent {
+    /// A key lost or tampered with is worth a Warning: someone should look.
+    pub fn is_warning(self) -> bool {
+        matches!(self, KeyEvent::KeyRestored | KeyEvent::KeyReplaced)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             KeyEvent::KeyIssued => "KeyIssued",
