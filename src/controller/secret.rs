@@ -623,6 +623,11 @@ mod tests {
         }
     }
 
+    /// The Secret keymint writes for `record`, with no template.
+    fn written(record: &KeyRecord) -> Secret {
+        desired_secret(&content(record, &BTreeMap::new(), &token()))
+    }
+
     fn content<'a>(
         record: &'a KeyRecord,
         labels: &'a BTreeMap<String, String>,
@@ -643,10 +648,8 @@ mod tests {
 
     #[test]
     fn the_record_round_trips_through_the_secret() {
-        let key = token();
         let record = record();
-        let empty = BTreeMap::new();
-        let secret = desired_secret(&content(&record, &empty, &key));
+        let secret = written(&record);
         let Found::Ours {
             secret: found,
             record: trusted,
@@ -667,16 +670,14 @@ mod tests {
 
     #[test]
     fn wipe_overwrites_every_value() {
-        let key = token();
         let record = record();
-        let empty = BTreeMap::new();
-        let mut secret = desired_secret(&content(&record, &empty, &key));
+        let mut secret = written(&record);
         wipe(&mut secret);
         for value in secret.data.iter().flat_map(|d| d.values()) {
             assert!(value.0.iter().all(|b| *b == 0) || value.0.is_empty());
         }
         assert_eq!(
-            data_text(&secret, DATA_KEY).map(|k| k.contains(&key)),
+            data_text(&secret, DATA_KEY).map(|k| k.contains(&token())),
             Some(false)
         );
     }
@@ -750,10 +751,8 @@ mod tests {
 
     #[test]
     fn an_unsigned_record_is_adopted_only_when_it_matches_the_status_and_loses_its_previous_key() {
-        let key = token();
         let record = record();
-        let empty = BTreeMap::new();
-        let mut secret = desired_secret(&content(&record, &empty, &key));
+        let mut secret = written(&record);
         secret
             .metadata
             .annotations
@@ -816,10 +815,8 @@ mod tests {
 
     #[test]
     fn ownership_is_proven_by_the_signature_for_this_resource_and_secret() {
-        let key = token();
         let record = record();
-        let empty = BTreeMap::new();
-        let secret = desired_secret(&content(&record, &empty, &key));
+        let secret = written(&record);
         assert!(matches!(
             classified(secret.clone(), &CLAIM, None),
             Found::Ours { .. }
@@ -875,10 +872,8 @@ mod tests {
 
     #[test]
     fn an_identical_secret_needs_no_write_but_a_dropped_owned_field_does() {
-        let key = token();
         let record = record();
-        let empty = BTreeMap::new();
-        let desired = desired_secret(&content(&record, &empty, &key));
+        let desired = written(&record);
         let mut existing = desired.clone();
         assert!(!needs_write(Some(&existing), &desired));
         assert!(needs_write(None, &desired));
@@ -886,7 +881,7 @@ mod tests {
         // The grace period ended: previous-key is no longer wanted but still owned.
         let mut without_previous = record.clone();
         without_previous.previous = None;
-        let smaller = desired_secret(&content(&without_previous, &empty, &key));
+        let smaller = written(&without_previous);
         existing.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
             manager: Some(FIELD_MANAGER.into()),
             operation: Some("Apply".into()),
