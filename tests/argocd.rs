@@ -15,24 +15,20 @@
 //! --test argocd fixtures` (the fixtures, from a fresh control plane).
 //! Its own test binary, so its own control plane and operator.
 
-#[allow(dead_code)]
-#[path = "e2e/support.rs"]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use keymint::api::{ApiKey, RootKey, ServiceAccountKey};
-use keymint_testenv::eventually;
+use keymint_test_support::{
+    OPERATOR_NAMESPACE, WAIT, cluster, create_if_absent, eventually, namespace, setup,
+};
 use kube::api::{
-    Api, ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams,
-    ValidationDirective,
+    Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams, ValidationDirective,
 };
 use mlua::{Lua, LuaOptions, StdLib, Value as LuaValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use support::{OPERATOR_NAMESPACE, WAIT, setup};
 
 /// Argo CD's field manager when it syncs with `ServerSideApply=true`.
 const ARGOCD_MANAGER: &str = "argocd-controller";
@@ -694,22 +690,10 @@ fn argocd_cm_snippet_is_generated_from_the_lua_files() {
 async fn argocd_cm_snippet_merges_into_an_existing_argocd_cm() {
     // What `kubectl patch --type merge --patch-file` does, against the real API
     // server: the keys are valid ConfigMap keys and existing settings stay.
-    let client = support::cluster().client().await.expect("client");
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some("argocd".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
+    let client = cluster().client().await.expect("client");
+    create_if_absent(&Api::<Namespace>::all(client.clone()), &namespace("argocd"))
         .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => panic!("create namespace argocd: {error}"),
-    }
+        .expect("create namespace argocd");
     let configmaps = Api::<ConfigMap>::namespaced(client, "argocd");
     let existing: ConfigMap = serde_json::from_value(json!({
         "metadata": {"name": "argocd-cm", "labels": {"app.kubernetes.io/part-of": "argocd"}},
@@ -896,14 +880,12 @@ async fn foreign_secret(client: &kube::Client, namespace: &str, name: &str) {
         "stringData": {"token": "not a keymint key"},
     }))
     .expect("secret");
-    match Api::<Secret>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => panic!("create secret {namespace}/{name}: {error}"),
-    }
+    create_if_absent(
+        &Api::<Secret>::namespaced(client.clone(), namespace),
+        &secret,
+    )
+    .await
+    .unwrap_or_else(|error| panic!("create secret {namespace}/{name}: {error}"));
 }
 
 /// Brings one key resource into `state` on the real control plane and returns

@@ -5,10 +5,6 @@
 //! Counts: `KEYMINT_FAULT_KEYS` (default 300) and `KEYMINT_FAULT_KILLS`
 //! (default 10); `make soak` raises them to 1000 and 20.
 
-#[allow(dead_code)]
-#[path = "e2e/support.rs"]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,13 +15,12 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use keymint::api::ApiKey;
 use keymint::keys::sha256_hex;
-use keymint_testenv::eventually;
+use keymint_test_support::*;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use rand::Rng;
 use serde_json::json;
-use support::*;
 
 /// Every key's lifetime and when it is rotated: a rotation every 15 s.
 const VALID_FOR_SECONDS: i64 = 20;
@@ -99,8 +94,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
             let keys = keys.clone();
             let spec = spec.clone();
             async move {
-                let key: ApiKey = serde_json::from_value(json!({"apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey", "metadata": {"name": name}, "spec": spec})).expect("manifest");
-                apply(&keys, &key).await.expect("apply");
+                apply(&keys, &api_key(name, spec)).await.expect("apply");
             }
         })
         .await;
@@ -138,14 +132,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
             },
         )
         .await;
-        // SAFETY: SIGKILL to our own child process.
-        unsafe { libc::kill(operator.pid(), libc::SIGKILL) };
-        operator
-            .child
-            .lock()
-            .expect("child")
-            .wait()
-            .expect("reap the killed operator");
+        operator.kill();
         operator = Operator::start(&format!("crash-{kill}"), &kubeconfig, &args, &[]);
     }
 
@@ -157,8 +144,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
             let keys = keys.clone();
             let calm = calm.clone();
             async move {
-                let key: ApiKey = serde_json::from_value(json!({"apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey", "metadata": {"name": name}, "spec": calm})).expect("manifest");
-                apply(&keys, &key).await.expect("apply");
+                apply(&keys, &api_key(name, calm)).await.expect("apply");
             }
         })
         .await;
@@ -280,6 +266,5 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         "crash safety: {key_count} keys, {kills} SIGKILLs, {total_rotations} rotations, {} key ids, none lost or duplicated",
         ids.len()
     );
-    // SAFETY: SIGTERM to our own child process.
-    unsafe { libc::kill(operator.pid(), libc::SIGTERM) };
+    operator.sigterm();
 }

@@ -21,7 +21,7 @@ use kube::core::Status;
 use kube::{CustomResourceExt, Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::support::*;
+use keymint_test_support::*;
 
 /// The three kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -44,7 +44,7 @@ use kube::api::{
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::support::*;
+use keymint_test_support::*;
 
 /// How long one row may take to reach its expected state.
 const ROW_WAIT: Duration = Duration::from_secs(20);
@@ -433,14 +433,6 @@ fn entries(count: usize, key: impl Fn(usize) -> String, value: impl Fn(usize) ->
     Value::Object((0..count).map(|i| (key(i), json!(value(i)))).collect())
 }
 
-fn annotation_of(secret: &Secret, key: &str) -> Option<String> {
-    secret.annotations().get(key).cloned()
-}
-
-fn label_of(secret: &Secret, key: &str) -> Option<String> {
-    secret.labels().get(key).cloned()
-}
-
 fn expect_eq<T: PartialEq + std::fmt::Debug>(
     what: &str,
     found: T,
@@ -522,7 +514,7 @@ fn oversized(t: &mut Table) {
     t.push(row(C, Api, "description 1025 two-byte characters", spec(Api, json!({"description": "é".repeat(1025)})), refused("spec.description")));
     let emoji = "\u{1F511}".repeat(1024);
     t.push(row(C, Api, "description 1024 four-byte characters (4 KiB) is within maxLength", spec(Api, json!({"description": emoji})),
-        issued_and(move |s| expect_eq("keymint.dev/description", s.secret.as_ref().and_then(|x| annotation_of(x, "keymint.dev/description")), Some(emoji.clone())))));
+        issued_and(move |s| expect_eq("keymint.dev/description", s.secret.as_ref().and_then(|x| annotation(x, "keymint.dev/description")), Some(emoji.clone())))));
     t.push(row(C, Sak, "label value 1 MiB", spec(Sak, json!({"secretTemplate": {"labels": {"team": mib("a")}}})), refused("spec.secretTemplate.labels")));
     t.push(row(C, Root, "label key 318 characters", spec(Root, json!({"secretTemplate": {"labels": {format!("{}/{}", "a".repeat(254), "b".repeat(63)): "v"}}})), refused("spec.secretTemplate.labels")));
     // By POST: an apply patch is YAML, and a key this long is not even YAML.
@@ -605,13 +597,13 @@ fn unicode(t: &mut Table) {
         issued_and(move |s| {
             let secret = s.secret.as_ref().ok_or("no Secret")?;
             for (key, value) in sent.as_object().expect("map") {
-                expect_eq(key, annotation_of(secret, key), value.as_str().map(str::to_string))?;
+                expect_eq(key, annotation(secret, key), value.as_str().map(str::to_string))?;
             }
             Ok(())
         })));
     let description = "\u{202e}tropxe gnillib\u{202c} \u{200d}\u{1F511} nul\u{0} bell\u{7} \u{430}dmin";
     t.push(row(C, Api, "description with RTL override, ZWJ, NUL, BEL and homoglyphs is copied verbatim", spec(Api, json!({"description": description})),
-        issued_and(move |s| expect_eq("keymint.dev/description", s.secret.as_ref().and_then(|x| annotation_of(x, "keymint.dev/description")), Some(description.to_string())))));
+        issued_and(move |s| expect_eq("keymint.dev/description", s.secret.as_ref().and_then(|x| annotation(x, "keymint.dev/description")), Some(description.to_string())))));
     t.push(row(C, Sak, "the resource's own label value with Cyrillic а", meta(Sak, json!({"labels": {"team": "p\u{430}yments"}}), json!({})), refused("metadata.labels")));
     t.push(row(C, Api, "the resource's own annotation key with a zero-width joiner", meta(Api, json!({"annotations": {"example.com/no\u{200d}te": "x"}}), json!({})), refused("metadata.annotations")));
     t.push(row(C, Api, "validFor with a fullwidth digit", spec(Api, json!({"validFor": "\u{ff11}h"})), refused("spec.validFor")));
@@ -682,7 +674,7 @@ fn timestamps(t: &mut Table) {
     t.push(row(C, Root, "expiresAt 9999-12-30T00:00:00Z: Ready with that expiry", spec(Root, json!({"expiresAt": "9999-12-30T00:00:00Z"})),
         issued_and(|s| {
             expect_eq("status.expiresAt", expires_at(s).as_deref(), Some("9999-12-30T00:00:00Z"))?;
-            expect_eq("keymint.dev/expires-at", s.secret.as_ref().and_then(|x| annotation_of(x, "keymint.dev/expires-at")).as_deref(), Some("9999-12-30T00:00:00Z"))
+            expect_eq("keymint.dev/expires-at", s.secret.as_ref().and_then(|x| annotation(x, "keymint.dev/expires-at")).as_deref(), Some("9999-12-30T00:00:00Z"))
         })));
     t.push(row(C, Api, "expiresAt on a leap second, 2016-12-31T23:59:60Z", spec(Api, json!({"expiresAt": "2016-12-31T23:59:60Z"})),
         Expect::RefusedOr("spec.expiresAt", handled("InvalidSpec", &["spec.expiresAt"], After::Absent))));
@@ -747,7 +739,7 @@ fn wrong_types(t: &mut Table) {
     t.push(row(C, Api, "entropyBits 256.0 is the integer 256", post_spec(Api, json!({"format": {"entropyBits": 256.0}})),
         issued_and(|s| expect_eq("stored entropyBits", s.spec["format"]["entropyBits"].as_u64(), Some(256)))));
     t.push(row(C, Sak, "label value null", post_spec(Sak, json!({"secretTemplate": {"labels": {"team": null}}})),
-        Expect::RefusedOr("spec.secretTemplate.labels", ready_and(|s| expect_eq("label team", s.secret.as_ref().and_then(|x| label_of(x, "team")), None)))));
+        Expect::RefusedOr("spec.secretTemplate.labels", ready_and(|s| expect_eq("label team", s.secret.as_ref().and_then(|x| label(x, "team")), None)))));
 }
 
 #[rustfmt::skip]
@@ -792,7 +784,7 @@ fn huge_templates(t: &mut Table) {
         issued_and(move |s| {
             let secret = s.secret.as_ref().ok_or("no Secret")?;
             for (key, value) in sent.as_object().expect("map") {
-                if annotation_of(secret, key).as_deref() != value.as_str() {
+                if annotation(secret, key).as_deref() != value.as_str() {
                     return Err(format!("annotation {} missing or different", short(key)));
                 }
             }
@@ -803,7 +795,7 @@ fn huge_templates(t: &mut Table) {
     t.push(row(C, Root, "64 labels of 63 characters with 317-character keys", spec(Root, json!({"secretTemplate": {"labels": labels}})),
         issued_and(move |s| {
             let secret = s.secret.as_ref().ok_or("no Secret")?;
-            let found = sent.as_object().expect("map").iter().filter(|(k, v)| label_of(secret, k).as_deref() == v.as_str()).count();
+            let found = sent.as_object().expect("map").iter().filter(|(k, v)| label(secret, k).as_deref() == v.as_str()).count();
             expect_eq("template labels on the Secret", found, 64)
         })));
     // maxLength counts characters; the API server's 256 KiB limit on a
@@ -831,9 +823,9 @@ fn claims_owner(t: &mut Table) {
     t.push(row(C, Api, "label under a subdomain, sub.argocd.argoproj.io/x", template(Api, "labels", "sub.argocd.argoproj.io/x", "y"), refused(labels)));
     // Not reserved by the contract: copied, and harmless while the Secret says
     // app.kubernetes.io/managed-by: keymint (Helm adopts only its own).
-    let copied = |key: &'static str, value: &'static str, label: bool| move |s: &Snapshot| {
+    let copied = |key: &'static str, value: &'static str, is_label: bool| move |s: &Snapshot| {
         let secret = s.secret.as_ref().ok_or("no Secret")?;
-        let found = if label { label_of(secret, key) } else { annotation_of(secret, key) };
+        let found = if is_label { label(secret, key) } else { annotation(secret, key) };
         expect_eq(key, found.as_deref(), Some(value))
     };
     t.push(row(C, Api, "label helm.sh/chart is copied (not reserved)", template(Api, "labels", "helm.sh/chart", "billing-1.0.0"), issued_and(copied("helm.sh/chart", "billing-1.0.0", true))));
@@ -849,9 +841,9 @@ fn claims_owner(t: &mut Table) {
         issued_and(|s| {
             let secret = s.secret.as_ref().ok_or("no Secret")?;
             for key in ["app.kubernetes.io/instance", "argocd.argoproj.io/instance"] {
-                expect_eq(key, label_of(secret, key), None)?;
+                expect_eq(key, label(secret, key), None)?;
             }
-            expect_eq("argocd.argoproj.io/tracking-id", annotation_of(secret, "argocd.argoproj.io/tracking-id"), None)
+            expect_eq("argocd.argoproj.io/tracking-id", annotation(secret, "argocd.argoproj.io/tracking-id"), None)
         })));
     t.push(row(C, Api, "secretName shaped like a service-account token's still gets a keymint.dev/key Secret", spec(Api, json!({"secretName": "default-token-x7k2p"})), issued()));
 }
@@ -935,7 +927,7 @@ fn hostile_edits(t: &mut Table) {
     t.push(row(C, Sak, "serviceAccountName changed to another account: a new key for the new identity", edit(Sak, json!({}), Edit::Spec(json!({"serviceAccountName": "robot2"}))),
         issued_and(|s| {
             if s.status.id == s.before_id { return Err("the key of the previous account was kept".into()); }
-            expect_eq("keymint.dev/service-account", s.secret.as_ref().and_then(|x| annotation_of(x, "keymint.dev/service-account")).as_deref(), Some("robot2"))
+            expect_eq("keymint.dev/service-account", s.secret.as_ref().and_then(|x| annotation(x, "keymint.dev/service-account")).as_deref(), Some("robot2"))
         })));
     t.push(row(C, Api, "deletionPolicy Delete -> Retain drops the owner reference, keeps the key", edit(Api, json!({}), Edit::Spec(json!({"deletionPolicy": "Retain"}))),
         issued_and(|s| {
@@ -1331,7 +1323,7 @@ fn check_issued(s: &Snapshot) -> Result<(), String> {
     )?;
     expect_eq(
         "keymint.dev/key-sha256",
-        annotation_of(secret, api::KEY_SHA256_ANNOTATION).as_deref(),
+        annotation(secret, api::KEY_SHA256_ANNOTATION).as_deref(),
         Some(sha.as_str()),
     )?;
     expect_eq(
@@ -1341,12 +1333,12 @@ fn check_issued(s: &Snapshot) -> Result<(), String> {
     )?;
     expect_eq(
         "keymint.dev/owner",
-        annotation_of(secret, "keymint.dev/owner"),
+        annotation(secret, "keymint.dev/owner"),
         Some(s.owner.clone()),
     )?;
     expect_eq(
         "app.kubernetes.io/managed-by",
-        label_of(secret, api::MANAGED_BY_LABEL).as_deref(),
+        label(secret, api::MANAGED_BY_LABEL).as_deref(),
         Some(api::MANAGED_BY_VALUE),
     )?;
     expect_eq(
