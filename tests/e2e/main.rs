@@ -4,3 +4,4 @@
 mod api_validation;
 mod controller;
 mod hostile;
+mod table;
