@@ -319,9 +319,11 @@ fn elf_dynamic_dependencies(elf: &[u8]) -> (bool, usize) {
     assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
     assert_eq!(elf[4], 2, "not a 64-bit ELF");
     assert_eq!(elf[5], 1, "not little-endian");
-    let u16_at = |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().expect("2 bytes")) as usize;
+    let u16_at =
+        |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().expect("2 bytes")) as usize;
     let u32_at = |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().expect("4 bytes"));
-    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().expect("8 bytes")) as usize;
+    let u64_at =
+        |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().expect("8 bytes")) as usize;
     let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
     let mut interpreter = false;
     let mut needed = 0;
@@ -513,7 +515,8 @@ fn containerfile_copies_every_workspace_member() {
 #[test]
 fn elf_check_sees_a_dynamic_executable() {
     // This test binary is an ordinary (dynamic) build: the check above is not vacuous.
-    let elf = std::fs::read(std::env::current_exe().expect("the test binary")).expect("read the test binary");
+    let elf = std::fs::read(std::env::current_exe().expect("the test binary"))
+        .expect("read the test binary");
     let (interpreter, needed) = elf_dynamic_dependencies(&elf);
     assert!(interpreter && needed > 0, "{interpreter} {needed}");
 }

@@ -11,8 +11,12 @@
 //!   polling with a deadline until it is as expected;
 //! - [`audit`]: counting the API server's audit events by user, verb and object;
 //! - [`raw`]: objects as raw JSON, for what typed clients cannot parse;
-//! - [`helm`]: the chart and `bin/helm`.
+//! - [`helm`]: the chart and `bin/helm`;
+//! - `argocd` (feature `argocd`): Argo CD's Lua sandbox and keymint's
+//!   customizations and fixtures for it.
 
+#[cfg(feature = "argocd")]
+pub mod argocd;
 pub mod audit;
 pub mod builders;
 pub mod cluster;
