@@ -10,19 +10,19 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use keymint::api::{self, ApiKey, RootKey, ServiceAccountKey};
 use keymint_testenv::eventually;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams,
     ValidationDirective,
 };
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use serde_json::{Value, json};
 
 use keymint_test_support::*;
 
-use crate::table::{self, Kind, merged};
+use crate::table::{self, Ctx, Kind, merged};
 
 /// What the API server must answer to an invalid manifest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -475,12 +475,6 @@ fn valid_rows() -> Vec<Valid> {
     rows
 }
 
-/// A test's client and namespace, and the names it gives objects.
-struct Ctx {
-    client: kube::Client,
-    namespace: String,
-}
-
 impl Ctx {
     async fn new(prefix: &str) -> Ctx {
         let plane = cluster();
@@ -489,25 +483,7 @@ impl Ctx {
         Ctx { client, namespace }
     }
 
-    fn api(&self, kind: Kind) -> Api<DynamicObject> {
-        let resource = kind.resource();
-        if kind.namespaced() {
-            Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
-        } else {
-            Api::all_with(self.client.clone(), &resource)
-        }
-    }
-
-    /// RootKeys are cluster-scoped: their names carry the test's unique namespace name.
-    fn object_name(&self, kind: Kind, name: &str) -> String {
-        if kind.namespaced() {
-            name.to_string()
-        } else {
-            format!("{}-{name}", self.namespace)
-        }
-    }
-
-    fn manifest(
+    fn row_manifest(
         &self,
         kind: Kind,
         name: &str,
@@ -560,70 +536,6 @@ impl Ctx {
             .map(|o| o.is_some())
             .map_err(|e| format!("get {name}: {e}"))
     }
-
-    /// Deletes every RootKey this test created and waits until they are gone,
-    /// then removes Secrets they left behind (`deletionPolicy: Retain`) and
-    /// the test's namespace.
-    async fn clean_up(&self) {
-        let roots = self.api(Kind::Root);
-        let mine = |name: &str| name.starts_with(&format!("{}-", self.namespace));
-        let listed = roots
-            .list(&Default::default())
-            .await
-            .expect("list RootKeys");
-        for root in listed.items.iter().filter(|r| mine(&r.name_any())) {
-            let _ = roots
-                .delete(&root.name_any(), &DeleteParams::default())
-                .await;
-        }
-        eventually("this test's RootKeys to be gone", WAIT, || async {
-            let left: Vec<String> = roots
-                .list(&Default::default())
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .filter(|n| mine(n))
-                .collect();
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{left:?}"))
-            }
-        })
-        .await;
-        for namespace in [OPERATOR_NAMESPACE, ROOT_KEY_NAMESPACE] {
-            let secrets = Api::<Secret>::namespaced(self.client.clone(), namespace);
-            eventually(
-                &format!("Secrets of this test's RootKeys in {namespace} to be gone"),
-                WAIT,
-                || async {
-                    let left: Vec<String> = secrets
-                        .list(&Default::default())
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .iter()
-                        .map(ResourceExt::name_any)
-                        .filter(|n| mine(n))
-                        .collect();
-                    for name in &left {
-                        let _ = secrets.delete(name, &DeleteParams::default()).await;
-                    }
-                    if left.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(format!("{left:?}"))
-                    }
-                },
-            )
-            .await;
-        }
-        let _ = Api::<Namespace>::all(self.client.clone())
-            .delete(&self.namespace, &DeleteParams::default())
-            .await;
-    }
 }
 
 fn strict_apply() -> PatchParams {
@@ -666,7 +578,7 @@ fn check_refused<T>(
 /// Creates the valid object of `kind` the update and status rows patch.
 async fn create_existing(ctx: &Ctx, kind: Kind) {
     let name = ctx.object_name(kind, "existing");
-    let body = ctx.manifest(kind, &name, &kind.minimal(), None);
+    let body = ctx.row_manifest(kind, &name, &kind.minimal(), None);
     ctx.apply_strict(kind, &name, &body)
         .await
         .unwrap_or_else(|e| panic!("{} {name} applies: {e}", kind.name()));
@@ -695,7 +607,7 @@ async fn existing_unchanged(
     if after == before {
         return Ok(());
     }
-    let body = ctx.manifest(kind, name, &kind.minimal(), None);
+    let body = ctx.row_manifest(kind, name, &kind.minimal(), None);
     let _ = ctx.apply_strict(kind, name, &body).await;
     Err(format!(
         "the existing object changed: generation {:?} -> {:?}, spec {} -> {}",
@@ -717,7 +629,7 @@ fn leaves_no_spec(spec: &Value) -> bool {
 async fn check_invalid(ctx: &Ctx, index: usize, row: &Invalid) -> Vec<String> {
     let mut problems = Vec::new();
     let name = ctx.object_name(row.kind, &format!("invalid-{index}"));
-    let body = ctx.manifest(row.kind, &name, &row.spec, row.extra.as_ref());
+    let body = ctx.row_manifest(row.kind, &name, &row.spec, row.extra.as_ref());
     let created = ctx.create_strict(row.kind, &body).await;
     if let Err(problem) = check_refused(created, row.refusal, Route::Create, row.path) {
         problems.push(format!("create: {problem}"));
@@ -742,7 +654,7 @@ async fn check_invalid(ctx: &Ctx, index: usize, row: &Invalid) -> Vec<String> {
             return problems;
         }
     };
-    let body = ctx.manifest(row.kind, &existing, &row.spec, row.extra.as_ref());
+    let body = ctx.row_manifest(row.kind, &existing, &row.spec, row.extra.as_ref());
     let updated = ctx.apply_strict(row.kind, &existing, &body).await;
     // Server-side apply removes the fields its manager no longer sets, and an
     // applied empty list sets nothing: a manifest whose spec keeps no value
@@ -838,7 +750,7 @@ async fn check_valid(ctx: &Ctx, index: usize, row: &Valid) -> Vec<String> {
         unique.truncate(253);
         spec["secretName"] = json!(unique);
     }
-    let body = ctx.manifest(row.kind, &name, &spec, None);
+    let body = ctx.row_manifest(row.kind, &name, &spec, None);
     let stored = match ctx.apply_strict(row.kind, &name, &body).await {
         Ok(stored) => stored,
         Err(kube::Error::Api(status)) => {
@@ -1008,7 +920,7 @@ async fn status_times_in_range_are_accepted_and_readable() {
     let mut failures = Vec::new();
     for kind in Kind::ALL {
         let name = ctx.object_name(kind, "far-status");
-        let body = ctx.manifest(kind, &name, &kind.minimal(), None);
+        let body = ctx.row_manifest(kind, &name, &kind.minimal(), None);
         ctx.apply_strict(kind, &name, &body)
             .await
             .unwrap_or_else(|e| panic!("{} {name} applies: {e}", kind.name()));

@@ -1,12 +1,15 @@
 //! What the table-driven suites (`api_validation`, `hostile`) share: the
-//! three kinds as table rows name them, JSON merge of a row's patch onto a
+//! three kinds as table rows name them, a test's namespace and the names it
+//! gives objects (and their clean-up), JSON merge of a row's patch onto a
 //! minimal spec, and the check that the API server refused a row naming the
 //! row's field.
 
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use keymint::api::{ApiKey, RootKey, ServiceAccountKey};
-use kube::CustomResourceExt;
-use kube::api::ApiResource;
+use keymint_test_support::{OPERATOR_NAMESPACE, ROOT_KEY_NAMESPACE, WAIT, eventually};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject};
 use kube::core::Status;
+use kube::{CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 
 /// The three kinds.
@@ -80,6 +83,95 @@ impl Kind {
             Kind::Api => serde_json::from_value::<ApiKey>(object).map(drop),
         }
         .map_err(|e| e.to_string())
+    }
+}
+
+/// A table test's client and namespace. RootKeys are cluster-scoped: their
+/// names (and so their Secrets' names) start with the namespace's.
+pub struct Ctx {
+    pub client: kube::Client,
+    pub namespace: String,
+}
+
+impl Ctx {
+    /// The API of `kind`: in the test's namespace, or cluster-wide for RootKeys.
+    pub fn api(&self, kind: Kind) -> Api<DynamicObject> {
+        let resource = kind.resource();
+        if kind.namespaced() {
+            Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+        } else {
+            Api::all_with(self.client.clone(), &resource)
+        }
+    }
+
+    /// The name an object of `kind` gets for the test's `name`.
+    pub fn object_name(&self, kind: Kind, name: &str) -> String {
+        if kind.namespaced() {
+            name.to_string()
+        } else {
+            format!("{}-{name}", self.namespace)
+        }
+    }
+
+    /// Names this test gave cluster-wide objects and their Secrets.
+    fn mine(&self, name: &str) -> bool {
+        name.starts_with(&format!("{}-", self.namespace))
+    }
+
+    /// Deletes this test's RootKeys and waits until they are gone, then the
+    /// Secrets they left in the shared namespaces (`deletionPolicy: Retain`),
+    /// then the test's namespace.
+    pub async fn clean_up(&self) {
+        let roots = self.api(Kind::Root);
+        let names = |list: Vec<String>| -> Vec<String> {
+            list.into_iter().filter(|n| self.mine(n)).collect()
+        };
+        let listed = roots
+            .list(&Default::default())
+            .await
+            .expect("list RootKeys");
+        for name in names(listed.items.iter().map(ResourceExt::name_any).collect()) {
+            let _ = roots.delete(&name, &DeleteParams::default()).await;
+        }
+        eventually("this test's RootKeys to be gone", WAIT, || async {
+            let listed = roots
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let left = names(listed.items.iter().map(ResourceExt::name_any).collect());
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        })
+        .await;
+        for namespace in [OPERATOR_NAMESPACE, ROOT_KEY_NAMESPACE] {
+            let secrets = Api::<Secret>::namespaced(self.client.clone(), namespace);
+            eventually(
+                &format!("Secrets of this test's RootKeys in {namespace} to be gone"),
+                WAIT,
+                || async {
+                    let listed = secrets
+                        .list(&Default::default())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let left = names(listed.items.iter().map(ResourceExt::name_any).collect());
+                    for name in &left {
+                        let _ = secrets.delete(name, &DeleteParams::default()).await;
+                    }
+                    if left.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("{left:?}"))
+                    }
+                },
+            )
+            .await;
+        }
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.namespace, &DeleteParams::default())
+            .await;
     }
 }
 

@@ -39,8 +39,9 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use keymint_test_support::*;
 use kube::api::{Api, PostParams};
 
+use crate::table::Ctx;
 use model::{Category, Expect, Report, State};
-use runner::{Ctx, clean_up, run_row, strays};
+use runner::{run_row, strays};
 
 /// Rows in flight at once.
 const CONCURRENCY: usize = 16;
@@ -99,7 +100,7 @@ async fn hostile_input_is_refused_or_handled_never_half_applied() {
     if log.contains("panicked") {
         failures.push("the operator panicked (see its log)".into());
     }
-    clean_up(&ctx).await;
+    ctx.clean_up().await;
 
     let mut by_category: BTreeMap<Category, Vec<String>> = BTreeMap::new();
     for ((category, outcome), count) in &counts {

@@ -10,7 +10,7 @@ use keymint::api::KeyStatus;
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
 
-use super::runner::Ctx;
+use crate::table::Ctx;
 use crate::table::{Kind, merged};
 
 pub(crate) const KIB: usize = 1 << 10;

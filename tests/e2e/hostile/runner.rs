@@ -5,50 +5,24 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keymint::api::{self, KeyStatus};
 use keymint::keys::{sha256_hex, verify_checksum};
 use keymint_test_support::*;
-use kube::api::{
-    Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, ValidationDirective,
-};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams, ValidationDirective};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::model::*;
-use crate::table::{self, Kind, merged, short};
+use crate::table::{self, Ctx, Kind, merged, short};
 
 /// How long one row may take to reach its expected state.
 const ROW_WAIT: Duration = Duration::from_secs(20);
 
-/// A test's client and namespace.
-pub(crate) struct Ctx {
-    pub(crate) client: kube::Client,
-    pub(crate) namespace: String,
-}
-
 impl Ctx {
-    pub(crate) fn api(&self, kind: Kind) -> Api<DynamicObject> {
-        let resource = kind.resource();
-        if kind.namespaced() {
-            Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
-        } else {
-            Api::all_with(self.client.clone(), &resource)
-        }
-    }
-
     pub(crate) fn secrets(&self, namespace: &str) -> Api<Secret> {
         Api::namespaced(self.client.clone(), namespace)
-    }
-
-    /// RootKeys are cluster-scoped: their names carry the test's namespace name.
-    pub(crate) fn object_name(&self, kind: Kind, name: &str) -> String {
-        if kind.namespaced() {
-            name.to_string()
-        } else {
-            format!("{}-{name}", self.namespace)
-        }
     }
 
     pub(crate) fn owner_id(&self, kind: Kind, name: &str) -> String {
@@ -855,54 +829,4 @@ pub(crate) async fn strays(
         }
     }
     strays
-}
-
-/// Deletes this test's RootKeys and the Secrets it left in shared namespaces,
-/// then its namespace.
-pub(crate) async fn clean_up(ctx: &Ctx) {
-    let prefix = format!("{}-", ctx.namespace);
-    let roots = ctx.api(Kind::Root);
-    if let Ok(list) = roots.list(&Default::default()).await {
-        for name in list
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .filter(|n| n.starts_with(&prefix))
-        {
-            let _ = roots.delete(&name, &DeleteParams::default()).await;
-        }
-    }
-    eventually("this test's RootKeys to be gone", WAIT, || async {
-        let left: Vec<String> = roots
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .filter(|n| n.starts_with(&prefix))
-            .collect();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{left:?}"))
-        }
-    })
-    .await;
-    for namespace in [OPERATOR_NAMESPACE, ROOT_KEY_NAMESPACE] {
-        let secrets = ctx.secrets(namespace);
-        if let Ok(list) = secrets.list(&Default::default()).await {
-            for name in list
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .filter(|n| n.starts_with(&prefix))
-            {
-                let _ = secrets.delete(&name, &DeleteParams::default()).await;
-            }
-        }
-    }
-    let _ = Api::<Namespace>::all(ctx.client.clone())
-        .delete(&ctx.namespace, &DeleteParams::default())
-        .await;
 }

@@ -12,7 +12,7 @@ mod unknown_fields;
 mod wrong_types;
 
 use super::model::{Row, Table};
-use super::runner::Ctx;
+use crate::table::Ctx;
 
 pub(crate) fn rows(ctx: &Ctx) -> Vec<Row> {
     let mut table = Table {
