@@ -35,16 +35,7 @@ async fn the_operator_survives_an_api_server_and_etcd_restart() {
     let plane = cluster();
     let client = plane.client().await.expect("client");
     let namespace = plane.namespace(&client, "outage").await.expect("namespace");
-    let operator = Operator::start(
-        "outage",
-        &plane.operator_kubeconfig_path(),
-        &[
-            "--leader-elect=false",
-            "--watch-namespace",
-            namespace.as_str(),
-        ],
-        &[],
-    );
+    let operator = Operator::watching("outage", &namespace);
     let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
     let names: Vec<String> = (0..20).map(|i| format!("outage-{i}")).collect();
     for name in &names {

@@ -41,14 +41,6 @@ struct Seen {
     versions: AtomicUsize,
 }
 
-fn operator_args(namespace: &str) -> Vec<String> {
-    vec![
-        "--leader-elect=false".into(),
-        "--watch-namespace".into(),
-        namespace.into(),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     let key_count = count("KEYMINT_FAULT_KEYS", 300);
@@ -82,10 +74,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         })
     };
 
-    let args = operator_args(&namespace);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let kubeconfig = plane.operator_kubeconfig_path();
-    let mut operator = Operator::start("crash-0", &kubeconfig, &args, &[]);
+    let mut operator = Operator::watching("crash-0", &namespace);
     let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
     let names: Vec<String> = (0..key_count).map(|i| format!("crash-{i:04}")).collect();
     let spec = json!({"permissions": ["read"], "validFor": format!("{VALID_FOR_SECONDS}s"), "renewBefore": format!("{RENEW_BEFORE_SECONDS}s"), "gracePeriod": "4s"});
@@ -133,7 +122,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         )
         .await;
         operator.kill();
-        operator = Operator::start(&format!("crash-{kill}"), &kubeconfig, &args, &[]);
+        operator = Operator::watching(&format!("crash-{kill}"), &namespace);
     }
 
     // Quiesce: a long lifetime for every key (an edit reschedules, it does not

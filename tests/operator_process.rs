@@ -148,16 +148,7 @@ async fn health_readiness_and_metrics_are_served() {
         .namespace(&client, "metrics")
         .await
         .expect("namespace");
-    let operator = Operator::start(
-        "metrics",
-        &plane.operator_kubeconfig_path(),
-        &[
-            "--leader-elect=false",
-            "--watch-namespace",
-            namespace.as_str(),
-        ],
-        &[],
-    );
+    let operator = Operator::watching("metrics", &namespace);
     let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
     let mut expiring = api_key("measured", read_only());
     expiring.spec.common.valid_for = Some("1h".into());

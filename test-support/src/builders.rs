@@ -1,9 +1,9 @@
 //! Manifests of keymint's three kinds, and the plain objects tests create
-//! around them (ServiceAccounts, Opaque Secrets).
+//! around them (namespaces, ServiceAccounts, Opaque Secrets).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use keymint::api::{API_VERSION, ApiKey, RootKey, ServiceAccountKey};
 use kube::api::ObjectMeta;
 use serde::de::DeserializeOwned;
@@ -63,12 +63,24 @@ pub fn bound_to(account: &str) -> Value {
     json!({"serviceAccountName": account})
 }
 
+/// Metadata with only a name.
+pub fn named(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
 pub fn service_account(name: &str) -> ServiceAccount {
     ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
+        metadata: named(name),
+        ..Default::default()
+    }
+}
+
+pub fn namespace(name: &str) -> Namespace {
+    Namespace {
+        metadata: named(name),
         ..Default::default()
     }
 }
@@ -76,10 +88,7 @@ pub fn service_account(name: &str) -> ServiceAccount {
 /// An Opaque Secret with `string_data` (not keymint's: no label, no owner).
 pub fn opaque_secret(name: &str, string_data: &[(&str, &str)]) -> Secret {
     Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
+        metadata: named(name),
         string_data: Some(
             string_data
                 .iter()

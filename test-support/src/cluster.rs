@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use keymint_testenv::ControlPlane;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams, ValidationDirective};
+use kube::api::{Api, Patch, PatchParams, PostParams, ValidationDirective};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::builders::namespace;
 use crate::process::Operator;
 
 /// How long a test waits for the cluster or the operator to do something.
@@ -139,17 +139,6 @@ pub async fn install_crds(client: &kube::Client, manager: &str) -> Result<(), St
         apply_crd(client, &crd, manager).await?;
     }
     Ok(())
-}
-
-/// A namespace object named `name`.
-pub fn namespace(name: &str) -> Namespace {
-    Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
 }
 
 /// Creates `object`; one that already exists (409) is fine.

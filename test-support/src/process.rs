@@ -80,6 +80,17 @@ impl Operator {
         }
     }
 
+    /// Starts `keymint run` as the operator identity, without leader election,
+    /// watching only `namespace` (so it cannot race another test's operator).
+    pub fn watching(name: &str, namespace: &str) -> Operator {
+        Operator::start(
+            name,
+            &cluster().operator_kubeconfig_path(),
+            &["--leader-elect=false", "--watch-namespace", namespace],
+            &[],
+        )
+    }
+
     /// The log so far (every run under this name).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -13,11 +13,11 @@ use std::process::Command;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use keymint::api::{self, ApiKey, RootKey, ServiceAccountKey};
 use keymint_testenv::eventually;
+use kube::Resource;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams,
     ValidationDirective,
 };
-use kube::Resource;
 use serde_json::{Value, json};
 
 use keymint_test_support::*;
