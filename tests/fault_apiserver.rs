@@ -3,25 +3,17 @@
 //! restarts), and the only test in it, so no other test runs through the
 //! outage. (Conflicting writers are tested in tests/e2e/controller.rs.)
 
-#[allow(dead_code)]
-#[path = "e2e/support.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use keymint::api::ApiKey;
-use keymint_testenv::{OPERATOR_USER, eventually};
+use keymint_test_support::*;
+use keymint_testenv::OPERATOR_USER;
 use kube::ResourceExt;
 use kube::api::Api;
 use serde_json::json;
-use support::*;
 
 const OUTAGE: Duration = Duration::from_secs(8);
-
-fn api_key(name: &str, spec: serde_json::Value) -> ApiKey {
-    serde_json::from_value(json!({"apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey", "metadata": {"name": name}, "spec": spec})).expect("manifest")
-}
 
 async fn rotations(keys: &Api<ApiKey>) -> BTreeMap<String, i64> {
     keys.list(&Default::default())
@@ -43,16 +35,7 @@ async fn the_operator_survives_an_api_server_and_etcd_restart() {
     let plane = cluster();
     let client = plane.client().await.expect("client");
     let namespace = plane.namespace(&client, "outage").await.expect("namespace");
-    let operator = Operator::start(
-        "outage",
-        &plane.operator_kubeconfig_path(),
-        &[
-            "--leader-elect=false",
-            "--watch-namespace",
-            namespace.as_str(),
-        ],
-        &[],
-    );
+    let operator = Operator::watching("outage", &namespace);
     let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
     let names: Vec<String> = (0..20).map(|i| format!("outage-{i}")).collect();
     for name in &names {
@@ -92,18 +75,9 @@ async fn the_operator_survives_an_api_server_and_etcd_restart() {
     // The fault itself: the control plane stays down longer than the keys'
     // rotation period (7 s), so rotations fall due while it is away.
     tokio::time::sleep(OUTAGE).await;
-    assert!(
-        operator
-            .child
-            .lock()
-            .expect("child")
-            .try_wait()
-            .expect("wait")
-            .is_none(),
-        "the operator is still running"
-    );
+    assert!(operator.is_running(), "the operator is still running");
 
-    let mark = plane.audit_events().expect("audit").len();
+    let mark = audit_mark();
     tokio::task::spawn_blocking(move || {
         plane.start_component("etcd")?;
         plane.start_component("kube-apiserver")?;
@@ -138,16 +112,7 @@ async fn the_operator_survives_an_api_server_and_etcd_restart() {
     for name in &names {
         wait_ready(&keys, name).await;
     }
-    assert!(
-        operator
-            .child
-            .lock()
-            .expect("child")
-            .try_wait()
-            .expect("wait")
-            .is_none(),
-        "the operator never crashed"
-    );
+    assert!(operator.is_running(), "the operator never crashed");
 
     // No busy loop: requests per key since the restart stay within what the
     // work explains (re-lists, watches, one rotation or two per key with its

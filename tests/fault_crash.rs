@@ -5,10 +5,6 @@
 //! Counts: `KEYMINT_FAULT_KEYS` (default 300) and `KEYMINT_FAULT_KILLS`
 //! (default 10); `make soak` raises them to 1000 and 20.
 
-#[allow(dead_code)]
-#[path = "e2e/support.rs"]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,13 +15,12 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use keymint::api::ApiKey;
 use keymint::keys::sha256_hex;
-use keymint_testenv::eventually;
+use keymint_test_support::*;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use rand::Rng;
 use serde_json::json;
-use support::*;
 
 /// Every key's lifetime and when it is rotated: a rotation every 15 s.
 const VALID_FOR_SECONDS: i64 = 20;
@@ -44,14 +39,6 @@ fn count(variable: &str, default: usize) -> usize {
 struct Seen {
     ids: Mutex<BTreeMap<String, BTreeSet<(String, String)>>>,
     versions: AtomicUsize,
-}
-
-fn operator_args(namespace: &str) -> Vec<String> {
-    vec![
-        "--leader-elect=false".into(),
-        "--watch-namespace".into(),
-        namespace.into(),
-    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,10 +74,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         })
     };
 
-    let args = operator_args(&namespace);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let kubeconfig = plane.operator_kubeconfig_path();
-    let mut operator = Operator::start("crash-0", &kubeconfig, &args, &[]);
+    let mut operator = Operator::watching("crash-0", &namespace);
     let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
     let names: Vec<String> = (0..key_count).map(|i| format!("crash-{i:04}")).collect();
     let spec = json!({"permissions": ["read"], "validFor": format!("{VALID_FOR_SECONDS}s"), "renewBefore": format!("{RENEW_BEFORE_SECONDS}s"), "gracePeriod": "4s"});
@@ -99,8 +83,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
             let keys = keys.clone();
             let spec = spec.clone();
             async move {
-                let key: ApiKey = serde_json::from_value(json!({"apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey", "metadata": {"name": name}, "spec": spec})).expect("manifest");
-                apply(&keys, &key).await.expect("apply");
+                apply(&keys, &api_key(name, spec)).await.expect("apply");
             }
         })
         .await;
@@ -138,15 +121,8 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
             },
         )
         .await;
-        // SAFETY: SIGKILL to our own child process.
-        unsafe { libc::kill(operator.pid(), libc::SIGKILL) };
-        operator
-            .child
-            .lock()
-            .expect("child")
-            .wait()
-            .expect("reap the killed operator");
-        operator = Operator::start(&format!("crash-{kill}"), &kubeconfig, &args, &[]);
+        operator.kill();
+        operator = Operator::watching(&format!("crash-{kill}"), &namespace);
     }
 
     // Quiesce: a long lifetime for every key (an edit reschedules, it does not
@@ -157,8 +133,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
             let keys = keys.clone();
             let calm = calm.clone();
             async move {
-                let key: ApiKey = serde_json::from_value(json!({"apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey", "metadata": {"name": name}, "spec": calm})).expect("manifest");
-                apply(&keys, &key).await.expect("apply");
+                apply(&keys, &api_key(name, calm)).await.expect("apply");
             }
         })
         .await;
@@ -280,6 +255,5 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         "crash safety: {key_count} keys, {kills} SIGKILLs, {total_rotations} rotations, {} key ids, none lost or duplicated",
         ids.len()
     );
-    // SAFETY: SIGTERM to our own child process.
-    unsafe { libc::kill(operator.pid(), libc::SIGTERM) };
+    operator.sigterm();
 }

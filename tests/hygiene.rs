@@ -9,40 +9,20 @@
 //! still rotate, and the log must never hold a response body. Failures are
 //! collected and reported together. Its own test binary (own control plane).
 
-#[allow(dead_code)]
-#[path = "e2e/support.rs"]
-mod support;
-
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use keymint::api::{ApiKey, RootKey, ServiceAccountKey};
-use keymint_testenv::eventually;
+use keymint_test_support::*;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
-use support::*;
-
-fn manifest<K: serde::de::DeserializeOwned>(
-    kind: &str,
-    name: &str,
-    annotations: Value,
-    spec: Value,
-) -> K {
-    serde_json::from_value(json!({
-        "apiVersion": "keymint.dev/v1alpha1", "kind": kind,
-        "metadata": {"name": name, "annotations": annotations}, "spec": spec
-    }))
-    .expect("manifest")
-}
 
 /// A Secret as the key recorder reads it: its data, and its metadata without
 /// `managedFields`, which k8s-openapi cannot parse once a tenant poisons them.
@@ -189,65 +169,6 @@ fn needles_find_a_secret_at_any_offset_of_a_longer_blob() {
     );
 }
 
-/// GETs `path` from the API server as raw JSON (no typed parsing: a poisoned
-/// object stays readable).
-async fn get_raw(client: &kube::Client, path: &str) -> Result<Value, kube::Error> {
-    let request = http::Request::get(path)
-        .body(Vec::new())
-        .expect("GET request");
-    let text = client.request_text(request).await?;
-    serde_json::from_str(&text).map_err(kube::Error::SerdeError)
-}
-
-async fn merge_patch_raw(
-    client: &kube::Client,
-    path: &str,
-    patch: &Value,
-) -> Result<Value, kube::Error> {
-    let request = http::Request::patch(path)
-        .header("Content-Type", "application/merge-patch+json")
-        .body(serde_json::to_vec(patch).expect("patch serialises"))
-        .expect("PATCH request");
-    let text = client.request_text(request).await?;
-    serde_json::from_str(&text).map_err(kube::Error::SerdeError)
-}
-
-/// `data.<field>` of a raw Secret, decoded.
-fn raw_data(secret: &Value, field: &str) -> Option<Vec<u8>> {
-    serde_json::from_value::<ByteString>(secret["data"][field].clone())
-        .ok()
-        .map(|b| b.0)
-}
-
-/// Like `eventually`, but returns the last observation instead of panicking,
-/// so the rest of the scan still runs and reports.
-async fn within<T, F, Fut>(timeout: Duration, mut check: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return Ok(value),
-            Err(last) if Instant::now() >= deadline => return Err(last),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
-fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response)
-}
-
 /// Text that only an object's JSON body (a response body) would put in the
 /// log; each is also looked for JSON-escaped, as inside a JSON log line.
 const BODY_MARKERS: &[&str] = &[
@@ -300,19 +221,14 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
 
     // Mint, scheduled rotation with a grace period, manual rotation.
     let api_keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
-    apply(&api_keys, &manifest("APIKey", "rotating", json!({}), json!({"permissions": ["read"], "validFor": "4s", "renewBefore": "1s", "gracePeriod": "2s"}))).await.expect("apply");
+    apply(&api_keys, &manifest("APIKey", "rotating", json!({"permissions": ["read"], "validFor": "4s", "renewBefore": "1s", "gracePeriod": "2s"}))).await.expect("apply");
     wait_for(&api_keys, "rotating", "two rotations", |k| {
         k.status.as_ref().and_then(|s| s.rotations).unwrap_or(0) >= 2
     })
     .await;
     apply(
         &api_keys,
-        &manifest(
-            "APIKey",
-            "manual",
-            json!({}),
-            json!({"permissions": ["read"]}),
-        ),
+        &manifest("APIKey", "manual", json!({"permissions": ["read"]})),
     )
     .await
     .expect("apply");
@@ -321,8 +237,7 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
         &api_keys,
         &manifest(
             "APIKey",
-            "manual",
-            json!({"keymint.dev/rotate-request": "now"}),
+            json!({"name": "manual", "annotations": {"keymint.dev/rotate-request": "now"}}),
             json!({"permissions": ["read"]}),
         ),
     )
@@ -357,14 +272,7 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
     secrets
         .create(
             &PostParams::default(),
-            &Secret {
-                metadata: ObjectMeta {
-                    name: Some("foreign".into()),
-                    ..Default::default()
-                },
-                string_data: Some([("password".to_string(), foreign_value.to_string())].into()),
-                ..Default::default()
-            },
+            &opaque_secret("foreign", &[("password", foreign_value)]),
         )
         .await
         .expect("foreign secret");
@@ -377,7 +285,6 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
         &manifest(
             "APIKey",
             "conflicted",
-            json!({}),
             json!({"permissions": ["read"], "secretName": "foreign"}),
         ),
     )
@@ -388,16 +295,7 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
     // A ServiceAccountKey issued and revoked; a RootKey.
     let accounts = Api::<ServiceAccount>::namespaced(client.clone(), &namespace);
     accounts
-        .create(
-            &PostParams::default(),
-            &ServiceAccount {
-                metadata: ObjectMeta {
-                    name: Some("robot".into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
+        .create(&PostParams::default(), &service_account("robot"))
         .await
         .expect("account");
     let account_keys = Api::<ServiceAccountKey>::namespaced(client.clone(), &namespace);
@@ -406,7 +304,6 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
         &manifest(
             "ServiceAccountKey",
             "robot-key",
-            json!({}),
             json!({"serviceAccountName": "robot"}),
         ),
     )
@@ -421,12 +318,7 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
     let root_keys = Api::<RootKey>::all(client.clone());
     apply(
         &root_keys,
-        &manifest(
-            "RootKey",
-            "hygiene-root",
-            json!({}),
-            json!({"validFor": "24h"}),
-        ),
+        &manifest("RootKey", "hygiene-root", json!({"validFor": "24h"})),
     )
     .await
     .expect("apply");
@@ -436,43 +328,13 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
     // cannot parse (past jiff's range); the key must still rotate.
     apply(
         &api_keys,
-        &manifest(
-            "APIKey",
-            "poisoned",
-            json!({}),
-            json!({"permissions": ["read"]}),
-        ),
+        &manifest("APIKey", "poisoned", json!({"permissions": ["read"]})),
     )
     .await
     .expect("apply");
     wait_ready(&api_keys, "poisoned").await;
-    let path = format!("/api/v1/namespaces/{namespace}/secrets/poisoned");
-    let clean = get_raw(&client, &path).await.expect("the poisoned Secret");
-    let mut entries = clean["metadata"]["managedFields"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    entries.push(json!({
-        "manager": "mallory", "operation": "Update", "apiVersion": "v1",
-        "time": "9999-12-31T23:59:59Z", "fieldsType": "FieldsV1",
-        "fieldsV1": {"f:metadata": {"f:labels": {}}}
-    }));
-    let poisoned = merge_patch_raw(
-        &client,
-        &path,
-        &json!({"metadata": {"managedFields": entries}}),
-    )
-    .await
-    .expect("poison managedFields");
-    assert!(
-        poisoned["metadata"]["managedFields"]
-            .as_array()
-            .is_some_and(|fields| fields
-                .iter()
-                .any(|f| f["manager"] == "mallory" && f["time"] == "9999-12-31T23:59:59Z")),
-        "the API server kept the poisoned entry: {}",
-        poisoned["metadata"]
-    );
+    let path = secret_path(&namespace, "poisoned");
+    let poisoned = poison(&client, &path, "mallory").await;
     assert!(
         secrets.get("poisoned").await.is_err(),
         "typed clients cannot read the poisoned Secret (else the case tests nothing)"
@@ -480,59 +342,53 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
     let poisoned_key = raw_data(&poisoned, "key").expect("the poisoned Secret's key");
     apply(
         &api_keys,
-        &manifest(
-            "APIKey",
-            "poisoned",
-            json!({"keymint.dev/rotate-request": "after-poisoning"}),
+        &manifest("APIKey", json!({"name": "poisoned", "annotations": {"keymint.dev/rotate-request": "after-poisoning"}}),
             json!({"permissions": ["read"]}),
         ),
     )
     .await
     .expect("apply");
-    let rotated = within(WAIT, || async {
-        let key = api_keys.get("poisoned").await.map_err(|e| e.to_string())?;
-        let status = key.status.clone().unwrap_or_default();
-        let current = status.observed_generation == key.metadata.generation;
-        let ready = ready_of(&key);
-        if !(current
-            && status.rotations == Some(1)
-            && ready.as_ref().is_some_and(|(s, _)| s == "True"))
-        {
-            return Err(format!("rotations {:?}, Ready {ready:?}", status.rotations));
-        }
-        let secret = get_raw(&client, &path).await.map_err(|e| e.to_string())?;
-        let key_now = raw_data(&secret, "key").ok_or("no key in the Secret")?;
-        if key_now == poisoned_key {
-            return Err("status says rotated, the Secret holds the old key".into());
-        }
-        if status.key_sha256.as_deref()
-            != Some(keymint::keys::sha256_hex(&String::from_utf8_lossy(&key_now)).as_str())
-        {
-            return Err("status.keySHA256 does not match the Secret's new key".into());
-        }
-        Ok(())
-    })
+    let rotated = within(
+        "the APIKey whose own Secret has poisoned managedFields to rotate",
+        WAIT,
+        || async {
+            let key = api_keys.get("poisoned").await.map_err(|e| e.to_string())?;
+            let status = key.status.clone().unwrap_or_default();
+            let current = status.observed_generation == key.metadata.generation;
+            let ready = ready_of(&key);
+            if !(current
+                && status.rotations == Some(1)
+                && ready.as_ref().is_some_and(|(s, _)| s == "True"))
+            {
+                return Err(format!("rotations {:?}, Ready {ready:?}", status.rotations));
+            }
+            let secret = raw_get(&client, &path).await?.ok_or("no Secret")?;
+            let key_now = raw_data(&secret, "key").ok_or("no key in the Secret")?;
+            if key_now == poisoned_key {
+                return Err("status says rotated, the Secret holds the old key".into());
+            }
+            if status.key_sha256.as_deref()
+                != Some(keymint::keys::sha256_hex(&String::from_utf8_lossy(&key_now)).as_str())
+            {
+                return Err("status.keySHA256 does not match the Secret's new key".into());
+            }
+            Ok(())
+        },
+    )
     .await;
-    if let Err(last) = rotated {
-        failures.push(format!(
-            "the APIKey whose own Secret has poisoned managedFields did not rotate within {WAIT:?}; last: {last}"
-        ));
+    if let Err(failure) = rotated {
+        failures.push(failure);
     }
 
     // The operator's record key signs what it writes: it must not leak either.
-    match get_raw(
+    let record_key = raw_get(
         &client,
-        &format!("/api/v1/namespaces/{OPERATOR_NAMESPACE}/secrets/keymint-record-key"),
+        &secret_path(OPERATOR_NAMESPACE, "keymint-record-key"),
     )
     .await
-    {
-        Ok(secret) => {
-            if let Some(value) = raw_data(&secret, "hmac-sha256") {
-                keys_seen.lock().expect("keys").insert(value);
-            }
-        }
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(error) => panic!("read the record key Secret: {error}"),
+    .expect("read the record key Secret");
+    if let Some(value) = record_key.and_then(|secret| raw_data(&secret, "hmac-sha256")) {
+        keys_seen.lock().expect("keys").insert(value);
     }
 
     // Every key the watch should have seen is in: the Secrets' current values.
@@ -583,7 +439,10 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
         ("RootKey", RootKey::url_path(&(), None)),
     ];
     for (kind, path) in &lists {
-        let list = get_raw(&client, path).await.expect("list");
+        let list = raw_get(&client, path)
+            .await
+            .expect("list")
+            .unwrap_or_else(|| panic!("{path} exists"));
         for item in list["items"].as_array().into_iter().flatten() {
             let name = format!(
                 "{kind} {}/{} ({})",
@@ -594,7 +453,7 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
             places.push((name, item.to_string()));
         }
     }
-    match http_get(operator.metrics_port, "/metrics") {
+    match operator.metrics() {
         Ok(metrics) if metrics.contains("keymint_") => places.push(("/metrics".into(), metrics)),
         other => failures.push(format!("no /metrics to scan: {other:?}")),
     }

@@ -11,10 +11,6 @@
 //! build 4 to 8. `KEYMINT_IMAGE_PROFILE=release cargo test --test image`
 //! checks the release image instead. See docs/image.md.
 
-#[allow(dead_code)]
-#[path = "e2e/support.rs"]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -323,9 +319,11 @@ fn elf_dynamic_dependencies(elf: &[u8]) -> (bool, usize) {
     assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
     assert_eq!(elf[4], 2, "not a 64-bit ELF");
     assert_eq!(elf[5], 1, "not little-endian");
-    let u16_at = |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()) as usize;
-    let u32_at = |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().unwrap());
-    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap()) as usize;
+    let u16_at =
+        |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().expect("2 bytes")) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at =
+        |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().expect("8 bytes")) as usize;
     let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
     let mut interpreter = false;
     let mut needed = 0;
@@ -365,8 +363,7 @@ fn binary_is_static() {
 /// its container runs it, with nothing but the root filesystem it is given,
 /// as the image's user. Needs root (and coreutils' chroot); None otherwise.
 fn in_rootfs(rootfs: &Path) -> Option<Command> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !keymint_test_support::is_root() {
         return None;
     }
     let chroot = std::env::split_paths(&std::env::var_os("PATH")?)
@@ -455,10 +452,10 @@ fn containerfile_describes_the_same_image() {
         .filter(|(k, _)| k == "LABEL")
         .map(|(_, v)| format!("{v} "))
         .collect();
-    let keys = regex::Regex::new(r#"([a-z.]+)="#).unwrap();
+    let keys = regex::Regex::new(r#"([a-z.]+)="#).expect("regex");
     let declared: BTreeSet<&str> = keys
         .captures_iter(&labels)
-        .map(|c| c.get(1).unwrap().as_str())
+        .map(|c| c.get(1).expect("group 1").as_str())
         .collect();
     for key in config["Labels"].as_object().expect("labels").keys() {
         assert!(
@@ -473,7 +470,7 @@ fn containerfile_describes_the_same_image() {
     assert!(labels.contains(&description), "{labels}");
 
     // The build stage writes the same /etc/passwd and /etc/group lines.
-    let text = std::fs::read_to_string(repo().join("Containerfile")).unwrap();
+    let text = std::fs::read_to_string(repo().join("Containerfile")).expect("Containerfile");
     for line in [PASSWD_LINE, GROUP_LINE] {
         assert!(text.contains(&format!("'{line}'")), "{line}");
     }
@@ -485,9 +482,9 @@ fn containerfile_copies_every_workspace_member() {
     // workspace member added to Cargo.toml must be copied too.
     let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).expect("Cargo.toml");
     let members = regex::Regex::new(r"(?m)^members\s*=\s*\[([^\]]*)\]")
-        .unwrap()
+        .expect("regex")
         .captures(&manifest)
-        .map(|c| c.get(1).unwrap().as_str().to_string())
+        .map(|c| c.get(1).expect("group 1").as_str().to_string())
         .unwrap_or_default();
     let copied: Vec<String> = containerfile()
         .into_iter()
@@ -518,7 +515,8 @@ fn containerfile_copies_every_workspace_member() {
 #[test]
 fn elf_check_sees_a_dynamic_executable() {
     // This test binary is an ordinary (dynamic) build: the check above is not vacuous.
-    let elf = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    let elf = std::fs::read(std::env::current_exe().expect("the test binary"))
+        .expect("read the test binary");
     let (interpreter, needed) = elf_dynamic_dependencies(&elf);
     assert!(interpreter && needed > 0, "{interpreter} {needed}");
 }
@@ -538,7 +536,7 @@ async fn operator_from_the_image_mints_a_key_with_in_cluster_config() {
         );
         return;
     };
-    let plane = support::cluster();
+    let plane = keymint_test_support::cluster();
 
     // The image's files plus the service account mount.
     let rootfs = image.rootfs.with_file_name("keymint-pod-rootfs");
@@ -564,7 +562,11 @@ async fn operator_from_the_image_mints_a_key_with_in_cluster_config() {
         mount.join("ca.crt"),
     )
     .expect("ca.crt");
-    std::fs::write(mount.join("namespace"), support::OPERATOR_NAMESPACE).expect("namespace");
+    std::fs::write(
+        mount.join("namespace"),
+        keymint_test_support::OPERATOR_NAMESPACE,
+    )
+    .expect("namespace");
 
     let (host, port) = plane
         .server()
@@ -576,7 +578,7 @@ async fn operator_from_the_image_mints_a_key_with_in_cluster_config() {
     command
         .env("KUBERNETES_SERVICE_HOST", host)
         .env("KUBERNETES_SERVICE_PORT", port)
-        .env("POD_NAMESPACE", support::OPERATOR_NAMESPACE)
+        .env("POD_NAMESPACE", keymint_test_support::OPERATOR_NAMESPACE)
         .args([
             "run",
             "--log-format=json",
@@ -590,11 +592,7 @@ async fn operator_from_the_image_mints_a_key_with_in_cluster_config() {
 
     let client = plane.client().await.expect("client");
     let namespace = plane.namespace(&client, "image").await.expect("namespace");
-    let key: ApiKey = serde_json::from_value(serde_json::json!({
-        "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
-        "metadata": {"name": "from-the-image"}, "spec": {"permissions": ["read"]}
-    }))
-    .expect("APIKey");
+    let key = keymint_test_support::api_key("from-the-image", keymint_test_support::read_only());
     Api::<ApiKey>::namespaced(client.clone(), &namespace)
         .create(&PostParams::default(), &key)
         .await
@@ -602,7 +600,7 @@ async fn operator_from_the_image_mints_a_key_with_in_cluster_config() {
     let secrets = Api::<Secret>::namespaced(client, &namespace);
     let key_id = eventually(
         "the image's operator to write the key's Secret",
-        support::WAIT,
+        keymint_test_support::WAIT,
         || {
             let secrets = secrets.clone();
             let log = log.clone();
@@ -622,9 +620,7 @@ async fn operator_from_the_image_mints_a_key_with_in_cluster_config() {
     assert!(!key_id.is_empty());
 
     // SIGTERM, as the kubelet stops a container.
-    let pid = i32::try_from(child.id()).expect("pid");
-    // SAFETY: kill has no memory-safety preconditions; pid is our own child.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    keymint_test_support::send(child.id(), keymint_test_support::Signal::TERM);
     let status = child.wait().expect("wait for the operator");
     let output = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "{status}:\n{output}");

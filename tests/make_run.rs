@@ -141,9 +141,7 @@ fn make_run_shows_the_examples_ready_and_ctrl_c_stops_everything() {
     );
 
     // Ctrl-C: SIGINT to the whole process group.
-    let group = i32::try_from(child.id()).expect("pid");
-    // SAFETY: kill(2) on the process group of our own child.
-    unsafe { libc::kill(-group, libc::SIGINT) };
+    keymint_test_support::send_to_group(child.id(), keymint_test_support::Signal::INT);
     let status = poll("scripts/run.sh to stop", Duration::from_secs(60), || {
         child.try_wait().ok().flatten()
     });

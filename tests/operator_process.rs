@@ -3,51 +3,15 @@
 //! Its own test binary (so its own control plane): these tests start and kill
 //! operators, which must not race the controller tests' shared one.
 
-#[allow(dead_code)]
-#[path = "e2e/support.rs"]
-mod support;
-
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use keymint::api::ApiKey;
-use keymint_testenv::{OPERATOR_USER, STANDBY_OPERATOR_USER, eventually};
+use keymint_test_support::*;
+use keymint_testenv::{OPERATOR_USER, STANDBY_OPERATOR_USER};
 use kube::api::Api;
-use serde_json::json;
-use support::*;
 
 const LEASE_SECONDS: u64 = 4;
-
-fn api_key(name: &str) -> ApiKey {
-    serde_json::from_value(json!({
-        "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
-        "metadata": {"name": name}, "spec": {"permissions": ["read"]}
-    }))
-    .expect("manifest")
-}
-
-/// A plain HTTP GET on loopback (status code, body).
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
 
 async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
     leases
@@ -62,19 +26,16 @@ async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
 
 /// Writes by `user` to keymint's objects (Secrets, key resources, Events) in `namespace`.
 fn writes_by(user: &str, namespace: &str, after: usize) -> Vec<String> {
-    cluster().audit_events().expect("audit")[after..]
-        .iter()
-        .filter(|e| {
-            e.user.username == user
-                && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete")
+    since(after)
+        .by(user)
+        .writes()
+        .in_namespace(namespace)
+        .only(|e| {
+            e.object_ref
+                .as_ref()
+                .is_some_and(|r| r.resource != "leases")
         })
-        .filter(|e| {
-            e.object_ref.as_ref().is_some_and(|r| {
-                r.namespace.as_deref() == Some(namespace) && r.resource != "leases"
-            })
-        })
-        .map(|e| format!("{} {}", e.verb, e.request_uri))
-        .collect()
+        .lines()
 }
 
 #[tokio::test]
@@ -86,7 +47,7 @@ async fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
         .await
         .expect("namespace");
     let lease_name = "election-test";
-    let mark = plane.audit_events().expect("audit").len();
+    let mark = audit_mark();
     let args = [
         "--leader-elect=true",
         "--lease-name",
@@ -118,7 +79,9 @@ async fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
     );
 
     let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
-    apply(&keys, &api_key("elected")).await.expect("apply");
+    apply(&keys, &api_key("elected", read_only()))
+        .await
+        .expect("apply");
     wait_ready(&keys, "elected").await;
     // The follower is up (it answers /readyz) yet has written nothing.
     eventually("replica-b to serve /readyz", WAIT, || async {
@@ -143,8 +106,7 @@ async fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
 
     // Kill the leader outright: the follower takes over within the lease time.
     let killed_at = Instant::now();
-    // SAFETY: SIGKILL to our own child process.
-    unsafe { libc::kill(first.pid(), libc::SIGKILL) };
+    first.sigkill();
     eventually("replica-b to take the Lease", WAIT, || async {
         holder(&leases, lease_name)
             .await
@@ -158,8 +120,8 @@ async fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
         "hand-over took {hand_over:?} with a {LEASE_SECONDS}s lease"
     );
 
-    let mark = plane.audit_events().expect("audit").len();
-    apply(&keys, &api_key("after-failover"))
+    let mark = audit_mark();
+    apply(&keys, &api_key("after-failover", read_only()))
         .await
         .expect("apply");
     wait_ready(&keys, "after-failover").await;
@@ -170,23 +132,7 @@ async fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
     assert!(!second.log().contains("panicked"));
 
     // SIGTERM: the leader stops cleanly, releasing the Lease at once.
-    // SAFETY: SIGTERM to our own child process.
-    unsafe { libc::kill(second.pid(), libc::SIGTERM) };
-    let status = eventually("replica-b to exit after SIGTERM", WAIT, || async {
-        second
-            .child
-            .lock()
-            .expect("child")
-            .try_wait()
-            .map_err(|e| e.to_string())?
-            .ok_or("running".to_string())
-    })
-    .await;
-    assert!(
-        status.success(),
-        "exit status {status:?}; log:\n{}",
-        second.log()
-    );
+    second.stop_cleanly().await;
     assert_eq!(
         holder(&leases, lease_name).await,
         None,
@@ -202,18 +148,9 @@ async fn health_readiness_and_metrics_are_served() {
         .namespace(&client, "metrics")
         .await
         .expect("namespace");
-    let operator = Operator::start(
-        "metrics",
-        &plane.operator_kubeconfig_path(),
-        &[
-            "--leader-elect=false",
-            "--watch-namespace",
-            namespace.as_str(),
-        ],
-        &[],
-    );
+    let operator = Operator::watching("metrics", &namespace);
     let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
-    let mut expiring = api_key("measured");
+    let mut expiring = api_key("measured", read_only());
     expiring.spec.common.valid_for = Some("1h".into());
     apply(&keys, &expiring).await.expect("apply");
     wait_ready(&keys, "measured").await;
@@ -271,6 +208,5 @@ async fn health_readiness_and_metrics_are_served() {
         }
     })
     .await;
-    // SAFETY: SIGTERM to our own child process.
-    unsafe { libc::kill(operator.pid(), libc::SIGTERM) };
+    operator.stop_cleanly().await;
 }

@@ -6,10 +6,6 @@
 //! Its own test binary: its own control plane and one operator. The two tests
 //! take turns (each would distort the other's figure).
 
-#[allow(dead_code)]
-#[path = "e2e/support.rs"]
-mod support;
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,11 +13,10 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keymint::api::ApiKey;
-use keymint_testenv::eventually;
+use keymint_test_support::*;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use rand::Rng;
-use serde_json::{Value, json};
-use support::*;
+use serde_json::json;
 
 /// The acceptance bound for another tenant's new key.
 const READY_BOUND: Duration = Duration::from_secs(10);
@@ -36,7 +31,7 @@ const CREATE_CONCURRENCY: usize = 8;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 static OPERATOR: Mutex<Option<Operator>> = Mutex::new(None);
 
-fn start_operator(name: &str) -> i32 {
+fn start_operator(name: &str) -> u32 {
     let operator = Operator::start(
         name,
         &cluster().operator_kubeconfig_path(),
@@ -49,7 +44,7 @@ fn start_operator(name: &str) -> i32 {
 }
 
 /// The operator's pid, started on first use.
-fn operator_pid() -> i32 {
+fn operator_pid() -> u32 {
     let running = OPERATOR
         .lock()
         .expect("operator")
@@ -59,28 +54,17 @@ fn operator_pid() -> i32 {
 }
 
 /// Stops the operator (SIGTERM, waits for the exit) and starts a new one.
-async fn restart_operator(name: &str) -> i32 {
+async fn restart_operator(name: &str) -> u32 {
     let old = OPERATOR.lock().expect("operator").take();
     if let Some(old) = old {
-        // SAFETY: SIGTERM to our own child process.
-        unsafe { libc::kill(old.pid(), libc::SIGTERM) };
-        eventually("the operator to exit after SIGTERM", WAIT, || async {
-            match old.child.lock().expect("child").try_wait() {
-                Ok(Some(status)) => Ok(status),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
+        old.stop().await;
     }
     start_operator(name)
 }
 
 async fn setup(prefix: &str) -> (kube::Client, String) {
     operator_pid();
-    let plane = cluster();
-    let client = plane.client().await.expect("client");
-    let namespace = plane.namespace(&client, prefix).await.expect("namespace");
-    (client, namespace)
+    fresh_namespace(prefix).await
 }
 
 async fn namespace(client: &kube::Client, prefix: &str) -> String {
@@ -88,14 +72,6 @@ async fn namespace(client: &kube::Client, prefix: &str) -> String {
         .namespace(client, prefix)
         .await
         .expect("namespace")
-}
-
-fn api_key(name: &str, annotations: Value, spec: Value) -> ApiKey {
-    serde_json::from_value(json!({
-        "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
-        "metadata": {"name": name, "annotations": annotations}, "spec": spec
-    }))
-    .expect("manifest matches the types")
 }
 
 /// Creates `count` objects made by `make`, at most [`CREATE_CONCURRENCY`] at a time.
@@ -146,12 +122,9 @@ async fn wait_secrets(client: &kube::Client, namespace: &str, count: usize, time
 async fn time_to_ready(client: &kube::Client, namespace: &str, name: &str) -> Duration {
     let keys = Api::<ApiKey>::namespaced(client.clone(), namespace);
     let started = Instant::now();
-    keys.create(
-        &PostParams::default(),
-        &api_key(name, json!({}), json!({"permissions": ["read"]})),
-    )
-    .await
-    .expect("create");
+    keys.create(&PostParams::default(), &api_key(name, read_only()))
+        .await
+        .expect("create");
     // Long past the bound, so a slow figure is measured and printed, not cut off.
     let ready = eventually(
         &format!("{namespace}/{name} to be Ready"),
@@ -183,7 +156,7 @@ async fn time_to_ready(client: &kube::Client, namespace: &str, name: &str) -> Du
 }
 
 /// Peak resident set size of a process, in KiB.
-fn vm_hwm_kib(pid: i32) -> u64 {
+fn vm_hwm_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()
@@ -208,7 +181,6 @@ async fn one_tenants_one_second_keys_do_not_delay_another_tenants_new_key() {
     create_all(&storm_keys, STORM_KEYS, |i| {
         api_key(
             &format!("fast-{i:03}"),
-            json!({}),
             json!({"permissions": ["read"], "validFor": "1s"}),
         )
     })
@@ -285,10 +257,10 @@ async fn large_labelled_secrets_and_huge_annotations_stay_within_the_memory_limi
     let heavy = namespace(&client, "heavy").await;
     let keys = Api::<ApiKey>::namespaced(client.clone(), &heavy);
     create_all(&keys, 300, |i| {
-        api_key(
-            &format!("heavy-{i:03}"),
-            json!({"example.com/blob": random_text(200_000)}),
-            json!({"permissions": ["read"]}),
+        manifest(
+            "APIKey",
+            json!({"name": format!("heavy-{i:03}"), "annotations": {"example.com/blob": random_text(200_000)}}),
+            read_only(),
         )
     })
     .await;

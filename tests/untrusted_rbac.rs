@@ -5,10 +5,6 @@
 //! in every namespace but one. Its own test binary (own control plane), so
 //! no other operator reconciles these keys.
 
-#[allow(dead_code)]
-#[path = "e2e/support.rs"]
-mod support;
-
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -16,21 +12,11 @@ use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use keymint::api::ApiKey;
-use keymint_testenv::{ControlPlane, rule};
-use kube::api::{Api, ObjectMeta, PostParams};
-use serde_json::json;
-use support::*;
+use keymint_test_support::*;
+use keymint_testenv::rule;
+use kube::api::{Api, ObjectMeta};
 
 const ACCOUNT: &str = "keymint-limited";
-
-fn api_key(name: &str) -> ApiKey {
-    serde_json::from_value(json!({
-        "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
-        "metadata": {"name": name},
-        "spec": {"permissions": ["read"]}
-    }))
-    .expect("manifest")
-}
 
 fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
     ObjectMeta {
@@ -58,27 +44,22 @@ fn role_ref(kind: &str) -> RoleRef {
 }
 
 /// Created, or already there (the grant runs twice).
-fn created<T>(result: Result<T, kube::Error>) {
-    match result {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => panic!("RBAC set-up: {error}"),
-    }
+fn created(result: Result<(), kube::Error>) {
+    result.unwrap_or_else(|error| panic!("RBAC set-up: {error}"));
 }
 
 /// Everything the operator needs, except `get` on Secrets, cluster-wide;
 /// `get` on Secrets only in `readable` namespaces.
 async fn grant(client: &kube::Client, readable: &[&str]) {
     created(
-        Api::<ServiceAccount>::namespaced(client.clone(), OPERATOR_NAMESPACE)
-            .create(
-                &PostParams::default(),
-                &ServiceAccount {
-                    metadata: meta(ACCOUNT, Some(OPERATOR_NAMESPACE)),
-                    ..Default::default()
-                },
-            )
-            .await,
+        create_if_absent(
+            &Api::<ServiceAccount>::namespaced(client.clone(), OPERATOR_NAMESPACE),
+            &ServiceAccount {
+                metadata: meta(ACCOUNT, Some(OPERATOR_NAMESPACE)),
+                ..Default::default()
+            },
+        )
+        .await,
     );
     let rules: Vec<PolicyRule> = vec![
         rule(
@@ -104,75 +85,50 @@ async fn grant(client: &kube::Client, readable: &[&str]) {
         rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
     ];
     created(
-        Api::<ClusterRole>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &ClusterRole {
-                    metadata: meta(ACCOUNT, None),
-                    rules: Some(rules),
-                    ..Default::default()
+        create_if_absent(
+            &Api::<ClusterRole>::all(client.clone()),
+            &ClusterRole {
+                metadata: meta(ACCOUNT, None),
+                rules: Some(rules),
+                ..Default::default()
+            },
+        )
+        .await,
+    );
+    created(
+        create_if_absent(
+            &Api::<ClusterRoleBinding>::all(client.clone()),
+            &ClusterRoleBinding {
+                metadata: meta(ACCOUNT, None),
+                role_ref: role_ref("ClusterRole"),
+                subjects: Some(subject()),
+            },
+        )
+        .await,
+    );
+    for namespace in readable.iter().copied() {
+        created(
+            create_if_absent(
+                &Api::<Role>::namespaced(client.clone(), namespace),
+                &Role {
+                    metadata: meta(ACCOUNT, Some(namespace)),
+                    rules: Some(vec![rule(&[""], &["secrets"], &["get"])]),
                 },
             )
             .await,
-    );
-    created(
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &ClusterRoleBinding {
-                    metadata: meta(ACCOUNT, None),
-                    role_ref: role_ref("ClusterRole"),
+        );
+        created(
+            create_if_absent(
+                &Api::<RoleBinding>::namespaced(client.clone(), namespace),
+                &RoleBinding {
+                    metadata: meta(ACCOUNT, Some(namespace)),
+                    role_ref: role_ref("Role"),
                     subjects: Some(subject()),
                 },
             )
             .await,
-    );
-    for namespace in readable.iter().copied() {
-        created(
-            Api::<Role>::namespaced(client.clone(), namespace)
-                .create(
-                    &PostParams::default(),
-                    &Role {
-                        metadata: meta(ACCOUNT, Some(namespace)),
-                        rules: Some(vec![rule(&[""], &["secrets"], &["get"])]),
-                    },
-                )
-                .await,
-        );
-        created(
-            Api::<RoleBinding>::namespaced(client.clone(), namespace)
-                .create(
-                    &PostParams::default(),
-                    &RoleBinding {
-                        metadata: meta(ACCOUNT, Some(namespace)),
-                        role_ref: role_ref("Role"),
-                        subjects: Some(subject()),
-                    },
-                )
-                .await,
         );
     }
-}
-
-/// A kubeconfig that authenticates as the limited ServiceAccount.
-async fn kubeconfig(plane: &ControlPlane, client: &kube::Client) -> std::path::PathBuf {
-    let token = plane
-        .service_account_token(client, OPERATOR_NAMESPACE, ACCOUNT)
-        .await
-        .expect("TokenRequest");
-    let admin = kube::config::Kubeconfig::read_from(plane.kubeconfig_path()).expect("kubeconfig");
-    let ca = admin.clusters[0]
-        .cluster
-        .as_ref()
-        .and_then(|c| c.certificate_authority.clone())
-        .expect("certificate-authority");
-    let path = plane.dir().join(format!("{ACCOUNT}.kubeconfig"));
-    let config = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\n    certificate-authority: {ca}\nusers:\n- name: {ACCOUNT}\n  user:\n    token: {token}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: {ACCOUNT}\ncurrent-context: local\n",
-        plane.server()
-    );
-    std::fs::write(&path, config).expect("write kubeconfig");
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,17 +138,19 @@ async fn a_secret_the_operator_may_not_read_is_reported_and_retried_with_backoff
     let locked = plane.namespace(&client, "locked").await.expect("namespace");
     let open = plane.namespace(&client, "open").await.expect("namespace");
     grant(&client, &[&open, OPERATOR_NAMESPACE]).await;
-    let kubeconfig = kubeconfig(plane, &client).await;
+    let kubeconfig = service_account_kubeconfig(plane, &client, OPERATOR_NAMESPACE, ACCOUNT).await;
     let _operator = Operator::start("limited", &kubeconfig, &["--leader-elect=false"], &[]);
 
     // Another namespace is not held up.
     let open_keys = Api::<ApiKey>::namespaced(client.clone(), &open);
-    apply(&open_keys, &api_key("fine")).await.expect("apply");
+    apply(&open_keys, &api_key("fine", read_only()))
+        .await
+        .expect("apply");
     wait_ready(&open_keys, "fine").await;
 
     let locked_keys = Api::<ApiKey>::namespaced(client.clone(), &locked);
-    let mark = plane.audit_events().expect("audit").len();
-    apply(&locked_keys, &api_key("unreadable"))
+    let mark = audit_mark();
+    apply(&locked_keys, &api_key("unreadable", read_only()))
         .await
         .expect("apply");
     let reported = wait_reason(&locked_keys, "unreadable", "False", "SecretUnreadable").await;
@@ -209,21 +167,17 @@ async fn a_secret_the_operator_may_not_read_is_reported_and_retried_with_backoff
     // wakes it at once); a fixed 5 s retry makes 9.
     let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{ACCOUNT}");
     let reads = || {
-        plane
-            .audit_events()
-            .expect("audit")
-            .into_iter()
-            .skip(mark)
-            .filter(|e| {
-                e.user.username == user
-                    && e.verb == "get"
-                    && e.request_uri
-                        .starts_with(&format!("/api/v1/namespaces/{locked}/secrets/unreadable"))
+        since(mark)
+            .by(&user)
+            .verbs(&["get"])
+            .only(|e| {
+                e.request_uri
+                    .starts_with(&secret_path(&locked, "unreadable"))
             })
             .count()
     };
     let first = std::time::Instant::now();
-    keymint_testenv::eventually("a first refused read", WAIT, || async {
+    eventually("a first refused read", WAIT, || async {
         if reads() >= 1 {
             Ok(())
         } else {

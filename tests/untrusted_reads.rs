@@ -14,14 +14,10 @@
 //! Poisoned objects are read and written as raw JSON: a typed client cannot
 //! parse them (that is the attack).
 
-#[allow(dead_code)]
-#[path = "e2e/support.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::FutureExt;
 use http::Method;
@@ -30,19 +26,16 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use keymint::api::{ApiKey, RootKey, ServiceAccountKey};
 use keymint::keys::{sha256_hex, try_mint_token};
-use keymint_testenv::{AuditEvent, OPERATOR_USER, eventually};
+use keymint_test_support::*;
+use keymint_testenv::{AuditEvent, OPERATOR_USER};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use serde_json::{Value, json};
-use support::*;
 
 /// The field manager of the poisoned `managedFields` entry: it appears only in
 /// the poisoned objects, so finding it in the operator's log means a response
 /// body was logged.
 const MALLORY: &str = "mallory-untrusted-reads";
-/// Past the end of what `jiff::Timestamp` (and so `k8s_openapi`'s `Time`) reads.
-const POISON_TIME: &str = "9999-12-31T23:59:59Z";
-const GROUP_PATH: &str = "/apis/keymint.dev/v1alpha1";
 /// keymint's own field manager, which a tenant can use too.
 const KEYMINT_MANAGER: &str = "keymint";
 /// How long a state that must not change is watched.
@@ -81,18 +74,7 @@ fn log_text() -> String {
 async fn restart_operator() {
     let old = OPERATOR.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(old) = old {
-        // SAFETY: SIGTERM to our own child process.
-        unsafe { libc::kill(old.pid(), libc::SIGTERM) };
-        let old = &old;
-        eventually("the operator to exit after SIGTERM", WAIT, || async move {
-            old.child
-                .lock()
-                .expect("child")
-                .try_wait()
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "still running".to_string())
-        })
-        .await;
+        old.stop().await;
     }
     *OPERATOR.lock().unwrap_or_else(|p| p.into_inner()) = Some(start_operator());
 }
@@ -116,49 +98,11 @@ async fn shared(
 // ---------------------------------------------------------------------------
 // Manifests and typed helpers.
 
-fn manifest<K: serde::de::DeserializeOwned>(
-    kind: &str,
-    name: &str,
-    annotations: Value,
-    spec: Value,
-) -> K {
-    serde_json::from_value(json!({
-        "apiVersion": "keymint.dev/v1alpha1", "kind": kind,
-        "metadata": {"name": name, "annotations": annotations}, "spec": spec
-    }))
-    .expect("manifest matches the types")
-}
-
-fn api_key(name: &str, spec: Value) -> ApiKey {
-    manifest("APIKey", name, json!({}), spec)
-}
-
-fn read_only() -> Value {
-    json!({"permissions": ["read"]})
-}
-
 async fn create_account(client: &kube::Client, namespace: &str, name: &str) {
     Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-        .create(
-            &PostParams::default(),
-            &ServiceAccount {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
+        .create(&PostParams::default(), &service_account(name))
         .await
         .expect("create ServiceAccount");
-}
-
-/// `(status, reason, message)` of a typed resource's Ready condition.
-fn ready_message<K: HasStatus>(object: &K) -> Option<(String, String, String)> {
-    object
-        .key_status()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
 fn now_plus(seconds: i64) -> String {
@@ -170,115 +114,6 @@ fn now_plus(seconds: i64) -> String {
 
 // ---------------------------------------------------------------------------
 // Raw JSON access (poisoned objects cannot be read by typed clients).
-
-fn secret_path(namespace: &str, name: &str) -> String {
-    format!("/api/v1/namespaces/{namespace}/secrets/{name}")
-}
-
-fn account_path(namespace: &str, name: &str) -> String {
-    format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}")
-}
-
-fn key_path(plural: &str, namespace: Option<&str>, name: &str) -> String {
-    match namespace {
-        Some(namespace) => format!("{GROUP_PATH}/namespaces/{namespace}/{plural}/{name}"),
-        None => format!("{GROUP_PATH}/{plural}/{name}"),
-    }
-}
-
-async fn raw(
-    client: &kube::Client,
-    method: Method,
-    path: &str,
-    body: Option<(&str, &Value)>,
-) -> Result<Value, kube::Error> {
-    let mut builder = http::Request::builder().method(method).uri(path);
-    let bytes = match body {
-        Some((content_type, body)) => {
-            builder = builder.header(http::header::CONTENT_TYPE, content_type);
-            serde_json::to_vec(body).expect("json body")
-        }
-        None => Vec::new(),
-    };
-    let request = builder.body(bytes).expect("request");
-    let text = client.request_text(request).await?;
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// The object as JSON, `None` when it does not exist.
-async fn raw_get(client: &kube::Client, path: &str) -> Result<Option<Value>, String> {
-    match raw(client, Method::GET, path, None).await {
-        Ok(value) => Ok(Some(value)),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
-        Err(error) => Err(format!("GET {path}: {error}")),
-    }
-}
-
-async fn raw_merge(client: &kube::Client, path: &str, patch: &Value) -> Value {
-    raw(
-        client,
-        Method::PATCH,
-        path,
-        Some(("application/merge-patch+json", patch)),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("merge patch {path}: {e}"))
-}
-
-fn is_poisoned(object: &Value) -> bool {
-    object["metadata"]["managedFields"]
-        .as_array()
-        .is_some_and(|entries| {
-            entries.iter().any(|e| {
-                e["manager"].as_str() == Some(MALLORY) && e["time"].as_str() == Some(POISON_TIME)
-            })
-        })
-}
-
-/// Appends the poisoned `managedFields` entry (unless it is there already) and
-/// checks that the API server kept it.
-async fn poison(client: &kube::Client, path: &str) {
-    let object = raw_get(client, path)
-        .await
-        .expect("read before poisoning")
-        .unwrap_or_else(|| panic!("{path} exists"));
-    if is_poisoned(&object) {
-        return;
-    }
-    let mut entries = object["metadata"]["managedFields"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    entries.push(json!({
-        "manager": MALLORY, "operation": "Update", "apiVersion": object["apiVersion"],
-        "time": POISON_TIME, "fieldsType": "FieldsV1",
-        "fieldsV1": {"f:metadata": {"f:labels": {}}}
-    }));
-    let patched = raw_merge(
-        client,
-        path,
-        &json!({"metadata": {"managedFields": entries}}),
-    )
-    .await;
-    assert!(
-        is_poisoned(&patched),
-        "the API server kept the poisoned entry on {path}: {}",
-        patched["metadata"]["managedFields"]
-    );
-}
-
-/// A data entry of a Secret in JSON form, decoded.
-fn data_text(secret: &Value, field: &str) -> Option<String> {
-    let encoded = secret.get("data")?.get(field)?.clone();
-    let bytes: ByteString = serde_json::from_value(encoded).ok()?;
-    String::from_utf8(bytes.0).ok()
-}
-
-fn annotation_of(object: &Value, key: &str) -> Option<String> {
-    object["metadata"]["annotations"][key]
-        .as_str()
-        .map(str::to_string)
-}
 
 /// What must not change on a Secret nobody may write: its data, metadata
 /// values and version.
@@ -298,81 +133,8 @@ async fn secret_json(client: &kube::Client, namespace: &str, name: &str) -> Valu
         .unwrap_or_else(|| panic!("Secret {namespace}/{name} exists"))
 }
 
-/// `(status, reason)` of a raw object's Ready condition.
-fn raw_ready(object: &Value) -> Option<(String, String)> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or_default().to_string(),
-                c["reason"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-}
-
-// ---------------------------------------------------------------------------
-// Polling.
-
-/// Polls `check` every 100 ms until it returns `Ok`, or returns the last
-/// observation after `timeout` (for scenarios that collect every failure).
-async fn within<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return Ok(value),
-            Err(last) if Instant::now() >= deadline => {
-                return Err(format!("{what}: not within {timeout:?}; last: {last}"));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// Checks `check` every 200 ms for `duration`; panics at the first failure.
-async fn holds_for<F, Fut>(what: &str, duration: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + duration;
-    loop {
-        if let Err(observed) = check().await {
-            panic!("{what} no longer holds: {observed}");
-        }
-        if Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Audit log.
-
-fn audit_mark() -> usize {
-    cluster().audit_events().expect("audit log").len()
-}
-
-fn is_write(event: &AuditEvent) -> bool {
-    matches!(
-        event.verb.as_str(),
-        "create" | "update" | "patch" | "delete" | "deletecollection"
-    )
-}
-
-fn succeeded(event: &AuditEvent) -> bool {
-    event
-        .response_status
-        .as_ref()
-        .and_then(|s| s.code)
-        .is_some_and(|code| (200..300).contains(&code))
-}
 
 /// The operator's requests after `mark` about `resource` in `namespace`
 /// (`name`: only that object) that `filter` keeps, as `verb uri (code)`.
@@ -383,26 +145,16 @@ fn operator_requests(
     name: Option<&str>,
     filter: impl Fn(&AuditEvent) -> bool,
 ) -> Vec<String> {
-    cluster().audit_events().expect("audit log")[mark..]
-        .iter()
-        .filter(|e| e.user.username == OPERATOR_USER)
-        .filter(|e| {
-            e.object_ref.as_ref().is_some_and(|r| {
-                r.resource == resource
-                    && r.namespace.as_deref() == Some(namespace)
-                    && name.is_none_or(|n| r.name.as_deref() == Some(n))
-            })
-        })
-        .filter(|e| filter(e))
-        .map(|e| {
-            format!(
-                "{} {} ({:?})",
-                e.verb,
-                e.request_uri,
-                e.response_status.as_ref().and_then(|s| s.code)
-            )
-        })
-        .collect()
+    let requests = since(mark)
+        .by(OPERATOR_USER)
+        .resource(resource)
+        .in_namespace(namespace);
+    match name {
+        Some(name) => requests.named(name),
+        None => requests,
+    }
+    .only(filter)
+    .lines_with_codes()
 }
 
 // ---------------------------------------------------------------------------
@@ -469,12 +221,12 @@ async fn wait_replaced(
             let secret = raw_get(client, &secret_path(namespace, name))
                 .await?
                 .ok_or("no Secret")?;
-            let token = data_text(&secret, "key").ok_or("no key")?;
+            let token = raw_text(&secret, "key").ok_or("no key")?;
             let ready = ready_of(&key).is_some_and(|(s, _)| s == "True");
             if token != not && status.key_sha256.as_deref() == Some(&sha256_hex(&token)) && ready {
                 Ok((token, status, secret))
             } else {
-                Err(format!("{:?}", ready_message(&key)))
+                Err(format!("{:?}: {}", ready_of(&key), ready_message(&key)))
             }
         },
     )
@@ -499,7 +251,7 @@ struct Poisoned {
 impl Poisoned {
     fn remember(&self, secret: &Value) {
         for field in ["key", "previous-key"] {
-            if let Some(key) = data_text(secret, field) {
+            if let Some(key) = raw_text(secret, field) {
                 self.keys_seen.lock().expect("keys").insert(key);
             }
         }
@@ -536,12 +288,11 @@ async fn set_up_poisoned(client: &kube::Client, tenant: &str, other: &str, root:
         let key: ServiceAccountKey = manifest(
             "ServiceAccountKey",
             name,
-            json!({}),
             json!({"serviceAccountName": "bound"}),
         );
         apply(&account_keys, &key).await.expect("apply");
     }
-    let root_key: RootKey = manifest("RootKey", root, json!({}), json!({}));
+    let root_key: RootKey = manifest("RootKey", root, json!({}));
     apply(&root_keys, &root_key).await.expect("apply");
     for name in ["restore-before", "restore-after"] {
         apply(&bystanders, &api_key(name, read_only()))
@@ -606,7 +357,7 @@ async fn set_up_poisoned(client: &kube::Client, tenant: &str, other: &str, root:
         keys_seen: Mutex::default(),
     };
     for path in scenario.poisoned_paths() {
-        poison(client, &path).await;
+        poison(client, &path, MALLORY).await;
     }
     let lookalike = secret_json(client, tenant, "lookalike").await;
     Poisoned {
@@ -634,7 +385,6 @@ async fn bystander_mints(client: &kube::Client, s: &Poisoned, phase: &str) -> Re
     let account_key: ServiceAccountKey = manifest(
         "ServiceAccountKey",
         &fresh,
-        json!({}),
         json!({"serviceAccountName": "robot", "secretName": format!("{fresh}-sak")}),
     );
     apply(
@@ -643,7 +393,7 @@ async fn bystander_mints(client: &kube::Client, s: &Poisoned, phase: &str) -> Re
     )
     .await
     .map_err(|e| e.to_string())?;
-    let root_key: RootKey = manifest("RootKey", &root, json!({}), json!({}));
+    let root_key: RootKey = manifest("RootKey", &root, json!({}));
     apply(&Api::<RootKey>::all(client.clone()), &root_key)
         .await
         .map_err(|e| e.to_string())?;
@@ -715,7 +465,7 @@ async fn bystander_restores(
                 .await?
                 .ok_or("no Secret")?;
             s.remember(&secret);
-            let token = data_text(&secret, "key").ok_or("no key")?;
+            let token = raw_text(&secret, "key").ok_or("no key")?;
             let status = keys
                 .get(restored)
                 .await
@@ -747,7 +497,7 @@ async fn own_rotates(client: &kube::Client, s: &Poisoned, phase: &str) -> Result
         .await?
         .ok_or("own Secret gone")?;
     s.remember(&secret);
-    let token = data_text(&secret, "key").ok_or("own Secret lost its key")?;
+    let token = raw_text(&secret, "key").ok_or("own Secret lost its key")?;
     if before.key_sha256.as_deref() != Some(&sha256_hex(&token)) {
         return Err(format!(
             "{phase}: the poisoned own Secret's key is not the one status reports"
@@ -769,19 +519,20 @@ async fn own_rotates(client: &kube::Client, s: &Poisoned, phase: &str) -> Result
                 .await?
                 .ok_or("own Secret gone")?;
             s.remember(&secret);
-            let token = data_text(&secret, "key").ok_or("no key")?;
+            let token = raw_text(&secret, "key").ok_or("no key")?;
             let rotated = status.last_rotate_request.as_deref() == Some(phase)
                 && status.rotations == Some(before.rotations.unwrap_or(0) + 1)
                 && status.key_sha256.as_deref() == Some(&sha256_hex(&token))
                 && status.key_sha256 != before.key_sha256
-                && annotation_of(&secret, "keymint.dev/key-id") == status.id;
+                && raw_annotation(&secret, "keymint.dev/key-id") == status.id;
             if rotated {
                 Ok(())
             } else {
                 Err(format!(
-                    "rotations {:?}, last request {:?}, {:?}",
+                    "rotations {:?}, last request {:?}, {:?}: {}",
                     status.rotations,
                     status.last_rotate_request,
+                    ready_of(&key),
                     ready_message(&key)
                 ))
             }
@@ -803,7 +554,7 @@ async fn contained(
         .await?
         .ok_or_else(|| format!("{phase}: {name}: its Secret was deleted"))?;
     s.remember(&secret);
-    let token = data_text(&secret, "key").unwrap_or_default();
+    let token = raw_text(&secret, "key").unwrap_or_default();
     if &sha256_hex(&token) != sha {
         return Err(format!("{phase}: {name}: its key changed"));
     }
@@ -839,7 +590,7 @@ async fn contained(
 async fn check_phase(client: &kube::Client, s: &Poisoned, phase: &str) -> Vec<String> {
     let mut failures = Vec::new();
     for path in s.poisoned_paths() {
-        poison(client, &path).await;
+        poison(client, &path, MALLORY).await;
     }
     let (mints, restores, rotates) = tokio::join!(
         bystander_mints(client, s, phase),
@@ -925,7 +676,7 @@ async fn poisoned_scenario(client: &kube::Client, tenant: &str, other: &str, roo
     );
     // The scan finds a key where a body would show it: in a Secret's JSON.
     let sample = secret_json(client, tenant, "own").await;
-    let sample_key = data_text(&sample, "key").expect("sample key");
+    let sample_key = raw_text(&sample, "key").expect("sample key");
     let sample_text = serde_json::to_string(&sample).expect("json");
     assert!(
         encodings(&sample_key)
@@ -990,7 +741,7 @@ async fn poisoned_managed_fields_block_no_one_before_or_after_a_restart() {
         format!("{other}-root-before"),
         format!("{other}-root-after"),
     ] {
-        let _ = raw(
+        let _ = raw_request(
             &client,
             Method::DELETE,
             &key_path("rootkeys", None, &name),
@@ -1065,7 +816,7 @@ async fn a_planted_token_with_a_matching_hash_is_replaced_not_adopted() {
         let secret = secret_json(client, namespace, "target").await;
         let now = keys.get("target").await.map_err(|e| e.to_string())?;
         let sha = now.status.and_then(|s| s.key_sha256);
-        if data_text(&secret, "key").as_deref() == Some(key.as_str())
+        if raw_text(&secret, "key").as_deref() == Some(key.as_str())
             && sha.as_deref() == Some(&sha256_hex(key))
         {
             Ok(())
@@ -1090,8 +841,8 @@ async fn a_created_at_in_the_future_does_not_postpone_the_rotation() {
     let forgery =
         json!({"metadata": {"annotations": {"keymint.dev/created-at": forged_created_at}}});
     let forged = raw_merge(&client, &secret_path(&namespace, "target"), &forgery).await;
-    let forged_id = annotation_of(&forged, "keymint.dev/key-id").expect("key id");
-    let forged_expiry = annotation_of(&forged, "keymint.dev/expires-at").expect("expiry");
+    let forged_id = raw_annotation(&forged, "keymint.dev/key-id").expect("key id");
+    let forged_expiry = raw_annotation(&forged, "keymint.dev/expires-at").expect("expiry");
     let forged_at = Timestamp::now();
 
     // The key it held then is rotated by its real schedule (at most 6 s), or
@@ -1132,7 +883,7 @@ async fn a_created_at_in_the_future_does_not_postpone_the_rotation() {
     }
     let secret = secret_json(&client, &namespace, "target").await;
     assert_ne!(
-        annotation_of(&secret, "keymint.dev/created-at"),
+        raw_annotation(&secret, "keymint.dev/created-at"),
         Some(forged_created_at),
         "the forged created-at is not kept"
     );
@@ -1144,7 +895,7 @@ async fn a_forged_key_id_and_rotation_count_never_reach_status() {
     let (_shared, client, namespace) = shared("forged-id").await;
     let (keys, issued) = issued_api_key(&client, &namespace, "target", read_only()).await;
     let secret = secret_json(&client, &namespace, "target").await;
-    let original_key = data_text(&secret, "key").expect("key");
+    let original_key = raw_text(&secret, "key").expect("key");
     let forgery = json!({
         "metadata": {"annotations": {"keymint.dev/key-id": FORGED_ID, "keymint.dev/rotations": "1000"}},
         "data": {"id": ByteString(FORGED_ID.as_bytes().to_vec())}
@@ -1200,11 +951,11 @@ async fn a_forged_key_id_and_rotation_count_never_reach_status() {
         "the rotation count continues from status"
     );
     let secret = secret_json(&client, &namespace, "target").await;
-    let key = data_text(&secret, "key").expect("key");
+    let key = raw_text(&secret, "key").expect("key");
     assert_ne!(key, original_key, "a new key was minted");
     assert_eq!(replaced.key_sha256, Some(sha256_hex(&key)));
-    assert_eq!(annotation_of(&secret, "keymint.dev/key-id"), replaced.id);
-    assert_eq!(data_text(&secret, "id"), replaced.id);
+    assert_eq!(raw_annotation(&secret, "keymint.dev/key-id"), replaced.id);
+    assert_eq!(raw_text(&secret, "id"), replaced.id);
     for event in events_for(&client, &namespace, "target").await {
         let text = serde_json::to_string(&event).expect("json");
         assert!(
@@ -1235,7 +986,7 @@ async fn a_planted_previous_key_with_a_far_expiry_is_dropped() {
         }
     });
     let forged = raw_merge(&client, &secret_path(&namespace, "target"), &forgery).await;
-    let original = data_text(&forged, "key").expect("key");
+    let original = raw_text(&forged, "key").expect("key");
 
     let (key, status, _) = wait_replaced(&client, &keys, &namespace, "target", &original).await;
     assert_ne!(status.id, issued.id);
@@ -1249,10 +1000,10 @@ async fn a_planted_previous_key_with_a_far_expiry_is_dropped() {
             .status
             .unwrap_or_default();
         let mut found = Vec::new();
-        if data_text(&secret, "previous-key").is_some() {
+        if raw_text(&secret, "previous-key").is_some() {
             found.push("data.previous-key".to_string());
         }
-        if let Some(until) = annotation_of(&secret, "keymint.dev/previous-expires-at") {
+        if let Some(until) = raw_annotation(&secret, "keymint.dev/previous-expires-at") {
             found.push(format!("previous-expires-at {until}"));
         }
         if status.previous_id.is_some() || status.previous_expires_at.is_some() {
@@ -1261,7 +1012,7 @@ async fn a_planted_previous_key_with_a_far_expiry_is_dropped() {
                 status.previous_id, status.previous_expires_at
             ));
         }
-        if data_text(&secret, "key").as_deref() != Some(key.as_str()) {
+        if raw_text(&secret, "key").as_deref() != Some(key.as_str()) {
             found.push("the key changed again".into());
         }
         if found.is_empty() {
@@ -1367,7 +1118,7 @@ async fn recreated_does_not_adopt(
         .await
         .expect("re-create");
     let conflicted = wait_reason(&keys, "target", "False", "SecretConflict").await;
-    let (_, _, message) = ready_message(&conflicted).expect("Ready");
+    let message = ready_message(&conflicted);
     assert!(
         message.to_lowercase().contains("delete"),
         "the message says to delete the Secret to get a new key: {message}"
@@ -1375,7 +1126,7 @@ async fn recreated_does_not_adopt(
     let event = wait_event(client, namespace, "target", "SecretConflict").await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     let status = conflicted.status.expect("status");
-    let old_key = data_text(&old, "key").expect("old key");
+    let old_key = raw_text(&old, "key").expect("old key");
     assert_ne!(
         status.key_sha256.as_deref(),
         Some(sha256_hex(&old_key).as_str()),
@@ -1496,7 +1247,7 @@ async fn settled(
     let secret = raw_get(client, &secret_path(namespace, &format!("shared-{pair}")))
         .await?
         .ok_or("no Secret")?;
-    let token = data_text(&secret, "key").ok_or("no key")?;
+    let token = raw_text(&secret, "key").ok_or("no key")?;
     if sha256_hex(&token) != sha {
         return Err(format!(
             "pair {pair}: the Secret does not hold the winner's ({}) key",
@@ -1533,7 +1284,6 @@ async fn one_owner_of_a_contested_secret(
                 let key: ServiceAccountKey = manifest(
                     "ServiceAccountKey",
                     &name,
-                    json!({}),
                     json!({"serviceAccountName": "robot", "secretName": secret_name}),
                 );
                 let api = account_keys.clone();
@@ -1578,7 +1328,7 @@ async fn one_owner_of_a_contested_secret(
         let secret = secret_json(client, namespace, &secret_name).await;
         let (kind, name) = claimant(pair, second_kind, *winner);
         assert_eq!(
-            annotation_of(&secret, "keymint.dev/owner"),
+            raw_annotation(&secret, "keymint.dev/owner"),
             Some(format!("{kind}/{namespace}/{name}"))
         );
     }
@@ -1645,14 +1395,10 @@ async fn a_secret_in_one_namespace_never_makes_keymint_read_another() {
 
     let (namespace_b, keys_b, before) = (namespace_b.as_str(), &keys_b, &before);
     holds_for("no operator request in B", HOLD, || async move {
-        let requests: Vec<String> = cluster().audit_events().expect("audit")[mark..]
-            .iter()
-            .filter(|e| e.user.username == OPERATOR_USER)
-            .filter(|e| {
-                e.object_ref.as_ref().and_then(|r| r.namespace.as_deref()) == Some(namespace_b)
-            })
-            .map(|e| format!("{} {}", e.verb, e.request_uri))
-            .collect();
+        let requests = since(mark)
+            .by(OPERATOR_USER)
+            .in_namespace(namespace_b)
+            .lines();
         if !requests.is_empty() {
             return Err(format!("operator requests in {namespace_b}: {requests:?}"));
         }

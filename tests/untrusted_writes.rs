@@ -7,24 +7,19 @@
 //! Its own test binary: its own control plane and one operator, logging in
 //! text format (the log test reads it; no other test here reads the log).
 
-#[allow(dead_code)]
-#[path = "e2e/support.rs"]
-mod support;
-
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ResourceQuota, Secret, ServiceAccount};
 use keymint::api::{ApiKey, ServiceAccountKey};
-use keymint_testenv::{OPERATOR_USER, eventually};
+use keymint_test_support::*;
+use keymint_testenv::OPERATOR_USER;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
-use support::*;
 
 /// The Secret patches by the operator allowed in the 60 s after a write starts
 /// failing: backoff 5, 10, 20, 40 s gives 4 (a fixed 5 s gives 12).
@@ -48,30 +43,7 @@ fn operator() -> &'static Operator {
 /// An admin client and a fresh namespace; the operator is running.
 async fn setup(prefix: &str) -> (kube::Client, String) {
     operator();
-    let plane = cluster();
-    let client = plane.client().await.expect("client");
-    let namespace = plane.namespace(&client, prefix).await.expect("namespace");
-    (client, namespace)
-}
-
-fn manifest<K: serde::de::DeserializeOwned>(kind: &str, metadata: Value, spec: Value) -> K {
-    serde_json::from_value(json!({
-        "apiVersion": "keymint.dev/v1alpha1", "kind": kind,
-        "metadata": metadata, "spec": spec
-    }))
-    .expect("manifest matches the types")
-}
-
-fn api_key(name: &str, spec: Value) -> ApiKey {
-    manifest("APIKey", json!({"name": name}), spec)
-}
-
-fn ready_message<K: HasStatus>(object: &K) -> String {
-    object
-        .key_status()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
+    fresh_namespace(prefix).await
 }
 
 async fn merge_patch<K>(api: &Api<K>, name: &str, patch: Value) -> K
@@ -92,20 +64,12 @@ async fn freeze(secrets: &Api<Secret>, name: &str) -> Secret {
 
 /// The operator's PATCH requests on one Secret among the audit events after `after`.
 fn operator_secret_patches(namespace: &str, name: &str, after: usize) -> usize {
-    cluster()
-        .audit_events()
-        .expect("audit log")
-        .into_iter()
-        .skip(after)
-        .filter(|e| e.user.username == OPERATOR_USER && e.verb == "patch")
-        .filter(|e| {
-            e.object_ref.as_ref().is_some_and(|r| {
-                r.resource == "secrets"
-                    && r.subresource.is_none()
-                    && r.namespace.as_deref() == Some(namespace)
-                    && r.name.as_deref() == Some(name)
-            })
-        })
+    since(after)
+        .by(OPERATOR_USER)
+        .verbs(&["patch"])
+        .resource("secrets")
+        .in_namespace(namespace)
+        .named(name)
         .count()
 }
 
@@ -126,30 +90,6 @@ async fn occurrences(client: &kube::Client, namespace: &str, name: &str, reason:
         .sum()
 }
 
-fn metrics(port: u16) -> std::io::Result<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default())
-}
-
-/// The operator's metrics, once its server answers.
-async fn metrics_text() -> String {
-    let port = operator().metrics_port;
-    eventually("the operator's /metrics", WAIT, || async move {
-        metrics(port).map_err(|e| e.to_string())
-    })
-    .await
-}
-
 /// The sum of every sample of `name` (all label sets).
 fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
@@ -161,29 +101,12 @@ fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-async fn wait_warning(client: &kube::Client, namespace: &str, name: &str, reason: &str) {
-    let event = wait_event(client, namespace, name, reason).await;
-    assert_eq!(
-        event.type_.as_deref(),
-        Some("Warning"),
-        "{reason} is a Warning Event"
-    );
-}
-
-async fn service_account(client: &kube::Client, namespace: &str, name: &str, finalizers: &[&str]) {
+async fn create_account(client: &kube::Client, namespace: &str, name: &str, finalizers: &[&str]) {
+    let mut account = service_account(name);
+    account.metadata.finalizers =
+        (!finalizers.is_empty()).then(|| finalizers.iter().map(|f| f.to_string()).collect());
     Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-        .create(
-            &PostParams::default(),
-            &ServiceAccount {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    finalizers: (!finalizers.is_empty())
-                        .then(|| finalizers.iter().map(|f| f.to_string()).collect()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
+        .create(&PostParams::default(), &account)
         .await
         .expect("create ServiceAccount");
 }
@@ -191,7 +114,7 @@ async fn service_account(client: &kube::Client, namespace: &str, name: &str, fin
 /// A ServiceAccount `robot` and a ServiceAccountKey `robot-key` bound to it,
 /// Ready. Returns the key's Secret.
 async fn bound_key(client: &kube::Client, namespace: &str, finalizers: &[&str]) -> Secret {
-    service_account(client, namespace, "robot", finalizers).await;
+    create_account(client, namespace, "robot", finalizers).await;
     let keys = Api::<ServiceAccountKey>::namespaced(client.clone(), namespace);
     apply(
         &keys,
@@ -269,7 +192,7 @@ async fn an_immutable_secret_fails_the_rotation_visibly_and_backs_off() {
     let frozen = freeze(&secrets, "frozen").await;
     let key_before = text(&frozen, "key").expect("key");
 
-    let audit_start = cluster().audit_events().expect("audit log").len();
+    let audit_start = audit_mark();
     let window = Instant::now();
     merge_patch(
         &keys,
@@ -340,14 +263,7 @@ async fn an_exhausted_secret_quota_is_reported_as_forbidden() {
     secrets
         .create(
             &PostParams::default(),
-            &Secret {
-                metadata: ObjectMeta {
-                    name: Some("filler".into()),
-                    ..Default::default()
-                },
-                string_data: Some([("a".to_string(), "b".to_string())].into()),
-                ..Default::default()
-            },
+            &opaque_secret("filler", &[("a", "b")]),
         )
         .await
         .expect("the one Secret the quota allows");
@@ -552,7 +468,10 @@ async fn a_key_whose_rotation_cannot_be_written_is_not_ready_past_its_expiry() {
 async fn one_keys_rotation_events_are_bounded() {
     let (client, namespace) = setup("events").await;
     let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
-    let suppressed_before = metric_sum(&metrics_text().await, "keymint_events_suppressed_total");
+    let suppressed_before = metric_sum(
+        &operator().wait_metrics().await,
+        "keymint_events_suppressed_total",
+    );
     apply(
         &keys,
         &api_key("storm", json!({"permissions": ["read"], "validFor": "1s"})),
@@ -571,8 +490,10 @@ async fn one_keys_rotation_events_are_bounded() {
         .and_then(|s| s.rotations)
         .unwrap_or(0);
     let rotated = occurrences(&client, &namespace, "storm", "KeyRotated").await;
-    let suppressed =
-        metric_sum(&metrics_text().await, "keymint_events_suppressed_total") - suppressed_before;
+    let suppressed = metric_sum(
+        &operator().wait_metrics().await,
+        "keymint_events_suppressed_total",
+    ) - suppressed_before;
     println!(
         "events: {rotations} rotations in 60 s, {rotated} KeyRotated Events written, {suppressed} suppressed (all keys)"
     );

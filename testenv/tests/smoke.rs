@@ -2,19 +2,16 @@
 //! run, server-side apply detects conflicts, RBAC denies, the garbage
 //! collector and the namespace controller run.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use keymint_testenv::{ControlPlane, eventually};
+use keymint_test_support::{WAIT, apply_crd, eventually};
+use keymint_testenv::ControlPlane;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, Patch,
     PatchParams, PostParams,
 };
 use serde_json::json;
-
-const WAIT: Duration = Duration::from_secs(60);
 
 fn widget_crd() -> CustomResourceDefinition {
     serde_json::from_value(json!({
@@ -47,36 +44,9 @@ fn widget_crd() -> CustomResourceDefinition {
 }
 
 async fn ensure_widget_crd(client: &kube::Client) -> Api<DynamicObject> {
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    let crd = widget_crd();
-    crds.patch(
-        "widgets.smoke.keymint.dev",
-        &PatchParams::apply("smoke-test").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("CRD applies");
-    eventually("widget CRD to be established", WAIT, || {
-        let crds = crds.clone();
-        async move {
-            let crd = crds
-                .get("widgets.smoke.keymint.dev")
-                .await
-                .map_err(|e| e.to_string())?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                Ok(())
-            } else {
-                Err("not established".into())
-            }
-        }
-    })
-    .await;
+    apply_crd(client, &widget_crd(), "smoke-test")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let resource =
         ApiResource::from_gvk(&GroupVersionKind::gvk("smoke.keymint.dev", "v1", "Widget"));
     let namespace = ControlPlane::shared()

@@ -10,72 +10,19 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use keymint::api::{self, ApiKey, RootKey, ServiceAccountKey};
 use keymint_testenv::eventually;
+use kube::Resource;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams,
+    Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams,
     ValidationDirective,
 };
-use kube::core::Status;
-use kube::{CustomResourceExt, Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::support::*;
+use keymint_test_support::*;
 
-/// The three kinds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Root,
-    Sak,
-    Api,
-}
-
-impl Kind {
-    const ALL: [Kind; 3] = [Kind::Root, Kind::Sak, Kind::Api];
-
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Root => "RootKey",
-            Kind::Sak => "ServiceAccountKey",
-            Kind::Api => "APIKey",
-        }
-    }
-
-    fn resource(self) -> ApiResource {
-        match self {
-            Kind::Root => ApiResource::erase::<RootKey>(&()),
-            Kind::Sak => ApiResource::erase::<ServiceAccountKey>(&()),
-            Kind::Api => ApiResource::erase::<ApiKey>(&()),
-        }
-    }
-
-    fn crd(self) -> Value {
-        let crd = match self {
-            Kind::Root => RootKey::crd(),
-            Kind::Sak => ServiceAccountKey::crd(),
-            Kind::Api => ApiKey::crd(),
-        };
-        serde_json::to_value(crd).expect("CRD serialises")
-    }
-
-    fn plural(self) -> String {
-        self.resource().plural
-    }
-
-    fn namespaced(self) -> bool {
-        self != Kind::Root
-    }
-
-    /// The smallest valid spec of the kind.
-    fn minimal(self) -> Value {
-        match self {
-            Kind::Root => json!({}),
-            Kind::Sak => json!({"serviceAccountName": "robot"}),
-            Kind::Api => json!({"permissions": ["read"]}),
-        }
-    }
-}
+use crate::table::{self, Ctx, Kind, merged};
 
 /// What the API server must answer to an invalid manifest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,25 +88,6 @@ struct Valid {
     kind: Kind,
     what: String,
     spec: Value,
-}
-
-/// `patch` applied to `base` as a JSON merge patch (RFC 7386): `null` removes.
-fn merged(base: &Value, patch: &Value) -> Value {
-    match (base, patch) {
-        (Value::Object(base), Value::Object(patch)) => {
-            let mut out = base.clone();
-            for (key, value) in patch {
-                if value.is_null() {
-                    out.remove(key);
-                } else {
-                    let next = merged(out.get(key).unwrap_or(&Value::Null), value);
-                    out.insert(key.clone(), next);
-                }
-            }
-            Value::Object(out)
-        }
-        (_, patch) => patch.clone(),
-    }
 }
 
 fn labels(keys: impl IntoIterator<Item = String>) -> Value {
@@ -547,12 +475,6 @@ fn valid_rows() -> Vec<Valid> {
     rows
 }
 
-/// A test's client and namespace, and the names it gives objects.
-struct Ctx {
-    client: kube::Client,
-    namespace: String,
-}
-
 impl Ctx {
     async fn new(prefix: &str) -> Ctx {
         let plane = cluster();
@@ -561,25 +483,7 @@ impl Ctx {
         Ctx { client, namespace }
     }
 
-    fn api(&self, kind: Kind) -> Api<DynamicObject> {
-        let resource = kind.resource();
-        if kind.namespaced() {
-            Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
-        } else {
-            Api::all_with(self.client.clone(), &resource)
-        }
-    }
-
-    /// RootKeys are cluster-scoped: their names carry the test's unique namespace name.
-    fn object_name(&self, kind: Kind, name: &str) -> String {
-        if kind.namespaced() {
-            name.to_string()
-        } else {
-            format!("{}-{name}", self.namespace)
-        }
-    }
-
-    fn manifest(
+    fn row_manifest(
         &self,
         kind: Kind,
         name: &str,
@@ -632,84 +536,12 @@ impl Ctx {
             .map(|o| o.is_some())
             .map_err(|e| format!("get {name}: {e}"))
     }
-
-    /// Deletes every RootKey this test created and waits until they are gone,
-    /// then removes Secrets they left behind (`deletionPolicy: Retain`) and
-    /// the test's namespace.
-    async fn clean_up(&self) {
-        let roots = self.api(Kind::Root);
-        let mine = |name: &str| name.starts_with(&format!("{}-", self.namespace));
-        let listed = roots
-            .list(&Default::default())
-            .await
-            .expect("list RootKeys");
-        for root in listed.items.iter().filter(|r| mine(&r.name_any())) {
-            let _ = roots
-                .delete(&root.name_any(), &DeleteParams::default())
-                .await;
-        }
-        eventually("this test's RootKeys to be gone", WAIT, || async {
-            let left: Vec<String> = roots
-                .list(&Default::default())
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .filter(|n| mine(n))
-                .collect();
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{left:?}"))
-            }
-        })
-        .await;
-        for namespace in [OPERATOR_NAMESPACE, ROOT_KEY_NAMESPACE] {
-            let secrets = Api::<Secret>::namespaced(self.client.clone(), namespace);
-            eventually(
-                &format!("Secrets of this test's RootKeys in {namespace} to be gone"),
-                WAIT,
-                || async {
-                    let left: Vec<String> = secrets
-                        .list(&Default::default())
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .items
-                        .iter()
-                        .map(ResourceExt::name_any)
-                        .filter(|n| mine(n))
-                        .collect();
-                    for name in &left {
-                        let _ = secrets.delete(name, &DeleteParams::default()).await;
-                    }
-                    if left.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(format!("{left:?}"))
-                    }
-                },
-            )
-            .await;
-        }
-        let _ = Api::<Namespace>::all(self.client.clone())
-            .delete(&self.namespace, &DeleteParams::default())
-            .await;
-    }
 }
 
 fn strict_apply() -> PatchParams {
     PatchParams::apply(TEST_MANAGER)
         .force()
         .validation(ValidationDirective::Strict)
-}
-
-/// Whether the error cause `field` is `path` or inside it.
-fn names_field(field: &str, path: &str) -> bool {
-    field == path
-        || field
-            .strip_prefix(path)
-            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// Checks that `result` is the refusal a row expects on `route`.
@@ -719,11 +551,7 @@ fn check_refused<T>(
     route: Route,
     path: &str,
 ) -> Result<(), String> {
-    let status: Box<Status> = match result {
-        Ok(_) => return Err("accepted".into()),
-        Err(kube::Error::Api(status)) => status,
-        Err(other) => return Err(format!("not an API error: {other}")),
-    };
+    let status = table::refusal(&result)?;
     let expected: &[u16] = match (refusal, route) {
         (Refusal::Invalid, _) => &[422],
         (Refusal::Unknown, Route::Create) => &[400],
@@ -732,6 +560,7 @@ fn check_refused<T>(
         (Refusal::Structural, route) if route.server_side_apply() => &[400, 422],
         (Refusal::Structural, _) => &[422],
     };
+    let mut codes = expected.to_vec();
     // kubernetes/kubernetes#139253: server-side apply answers 500 to a patch
     // that does not fit the schema's structure.
     let typed_patch_500 = route.server_side_apply()
@@ -740,42 +569,16 @@ fn check_refused<T>(
         && status
             .message
             .starts_with("failed to create typed patch object");
-    if !expected.contains(&status.code) && !typed_patch_500 {
-        return Err(format!(
-            "HTTP {} (expected {expected:?}): {}",
-            status.code, status.message
-        ));
+    if typed_patch_500 {
+        codes.push(500);
     }
-    if !status.message.contains(path) {
-        return Err(format!(
-            "HTTP {}: message does not name {path}: {}",
-            status.code, status.message
-        ));
-    }
-    // A 422 lists its causes: they must name the row's field and no other, so
-    // every row is invalid in exactly the way it says.
-    if status.code == 422 && refusal != Refusal::Unknown {
-        let fields: Vec<&str> = status
-            .details
-            .iter()
-            .flat_map(|d| d.causes.iter())
-            .map(|c| c.field.as_str())
-            .filter(|f| !f.is_empty() && *f != "<nil>")
-            .collect();
-        if fields.is_empty() || fields.iter().any(|f| !names_field(f, path)) {
-            return Err(format!(
-                "causes name {fields:?}, not just {path}: {}",
-                status.message
-            ));
-        }
-    }
-    Ok(())
+    table::check_refused(status, &codes, path, refusal != Refusal::Unknown)
 }
 
 /// Creates the valid object of `kind` the update and status rows patch.
 async fn create_existing(ctx: &Ctx, kind: Kind) {
     let name = ctx.object_name(kind, "existing");
-    let body = ctx.manifest(kind, &name, &kind.minimal(), None);
+    let body = ctx.row_manifest(kind, &name, &kind.minimal(), None);
     ctx.apply_strict(kind, &name, &body)
         .await
         .unwrap_or_else(|e| panic!("{} {name} applies: {e}", kind.name()));
@@ -804,7 +607,7 @@ async fn existing_unchanged(
     if after == before {
         return Ok(());
     }
-    let body = ctx.manifest(kind, name, &kind.minimal(), None);
+    let body = ctx.row_manifest(kind, name, &kind.minimal(), None);
     let _ = ctx.apply_strict(kind, name, &body).await;
     Err(format!(
         "the existing object changed: generation {:?} -> {:?}, spec {} -> {}",
@@ -826,7 +629,7 @@ fn leaves_no_spec(spec: &Value) -> bool {
 async fn check_invalid(ctx: &Ctx, index: usize, row: &Invalid) -> Vec<String> {
     let mut problems = Vec::new();
     let name = ctx.object_name(row.kind, &format!("invalid-{index}"));
-    let body = ctx.manifest(row.kind, &name, &row.spec, row.extra.as_ref());
+    let body = ctx.row_manifest(row.kind, &name, &row.spec, row.extra.as_ref());
     let created = ctx.create_strict(row.kind, &body).await;
     if let Err(problem) = check_refused(created, row.refusal, Route::Create, row.path) {
         problems.push(format!("create: {problem}"));
@@ -851,7 +654,7 @@ async fn check_invalid(ctx: &Ctx, index: usize, row: &Invalid) -> Vec<String> {
             return problems;
         }
     };
-    let body = ctx.manifest(row.kind, &existing, &row.spec, row.extra.as_ref());
+    let body = ctx.row_manifest(row.kind, &existing, &row.spec, row.extra.as_ref());
     let updated = ctx.apply_strict(row.kind, &existing, &body).await;
     // Server-side apply removes the fields its manager no longer sets, and an
     // applied empty list sets nothing: a manifest whose spec keeps no value
@@ -947,7 +750,7 @@ async fn check_valid(ctx: &Ctx, index: usize, row: &Valid) -> Vec<String> {
         unique.truncate(253);
         spec["secretName"] = json!(unique);
     }
-    let body = ctx.manifest(row.kind, &name, &spec, None);
+    let body = ctx.row_manifest(row.kind, &name, &spec, None);
     let stored = match ctx.apply_strict(row.kind, &name, &body).await {
         Ok(stored) => stored,
         Err(kube::Error::Api(status)) => {
@@ -1117,7 +920,7 @@ async fn status_times_in_range_are_accepted_and_readable() {
     let mut failures = Vec::new();
     for kind in Kind::ALL {
         let name = ctx.object_name(kind, "far-status");
-        let body = ctx.manifest(kind, &name, &kind.minimal(), None);
+        let body = ctx.row_manifest(kind, &name, &kind.minimal(), None);
         ctx.apply_strict(kind, &name, &body)
             .await
             .unwrap_or_else(|e| panic!("{} {name} applies: {e}", kind.name()));

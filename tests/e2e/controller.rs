@@ -11,23 +11,9 @@ use keymint::keys::sha256_hex;
 use keymint_testenv::{OPERATOR_USER, eventually};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::*;
-
-fn manifest<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value) -> K {
-    serde_json::from_value(json!({
-        "apiVersion": "keymint.dev/v1alpha1",
-        "kind": kind,
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("manifest matches the types")
-}
-
-fn api_key(name: &str, spec: Value) -> ApiKey {
-    manifest("APIKey", name, spec)
-}
+use keymint_test_support::*;
 
 fn time(value: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Timestamp {
     value.as_ref().expect("timestamp set").0
