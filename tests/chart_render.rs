@@ -1,5 +1,5 @@
 //! The Helm chart in `charts/keymint`, without a cluster: it lints and
-//! renders, its schema refuses typos and unsafe combinations, its CRDs are the
+//! renders, its schema refuses typos and dangerous combinations, its CRDs are the
 //! generated ones, its README table is current, and what it renders (RBAC,
 //! the Pod's token) is exactly what the operator needs. `tests/chart.rs`
 //! installs it on the control plane.
@@ -190,7 +190,7 @@ fn schema_refuses_a_typo_and_a_wrong_type_naming_the_value() {
 }
 
 #[test]
-fn chart_refuses_unsafe_combinations() {
+fn chart_refuses_dangerous_combinations() {
     let cases: [(&[&str], &str); 2] = [
         (
             &["--set", "podDisruptionBudget.enabled=true"],

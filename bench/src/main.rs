@@ -24,6 +24,7 @@ mod phases;
 mod plot;
 mod profile;
 mod report;
+mod results;
 mod server_cpu;
 mod stats;
 mod workload;

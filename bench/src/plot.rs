@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
 use crate::Result;
-use crate::phases::Run;
+use crate::results::Run;
 
 /// TrueType fonts tried for the labels (Debian's fonts-dejavu-core first).
 const FONTS: [&str; 3] = [

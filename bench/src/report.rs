@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::Result;
-use crate::phases::{Round, Run};
+use crate::results::{Round, Run};
 
 /// Writes `latest.json` and `latest.md` into `out`.
 pub fn write(out: &Path, run: &Run) -> Result<Vec<PathBuf>> {
