@@ -14,13 +14,14 @@ use tokio::task::JoinHandle;
 use crate::audit::AuditLog;
 use crate::machine::{self, Machine};
 use crate::operator::{Metrics, Operator, ProcSample, Sampler};
+use crate::options::Options;
 use crate::results::{
     Baseline, CreateCost, Ready, RequestCounts, Resources, Restart, Round, Run, Storm,
 };
 use crate::server_cpu::{ServerCpu, ServerProcesses};
 use crate::stats::Summary;
 use crate::workload::{self, BaselineSecrets, Created, KeyProgress, SecretProgress, Stamp};
-use crate::{Options, Result, cluster, plot, profile, progress, report};
+use crate::{Result, cluster, plot, profile, progress, report};
 
 /// Lifetime of the keys of measurements 2, 3, 4 and 6 (nothing rotates during the run).
 const VALID_FOR: &str = "2160h";
