@@ -1,5 +1,6 @@
 //! The six measurements, for each N, on one control plane.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -8,17 +9,19 @@ use k8s_openapi::api::core::v1::Secret;
 use keymint::api::ApiKey;
 use keymint_testenv::{ControlPlane, OPERATOR_USER};
 use kube::api::Api;
+use tokio::task::JoinHandle;
 
 use crate::audit::AuditLog;
 use crate::machine::{self, Machine};
-use crate::operator::{Metrics, Operator};
+use crate::operator::{Metrics, Operator, ProcSample, Sampler};
+use crate::options::Options;
 use crate::results::{
     Baseline, CreateCost, Ready, RequestCounts, Resources, Restart, Round, Run, Storm,
 };
 use crate::server_cpu::{ServerCpu, ServerProcesses};
 use crate::stats::Summary;
-use crate::workload::{self, BaselineSecrets, Stamp};
-use crate::{Options, Result, cluster, plot, profile, progress, report};
+use crate::workload::{self, BaselineSecrets, Created, KeyProgress, SecretProgress, Stamp};
+use crate::{Result, cluster, plot, profile, progress, report};
 
 /// Lifetime of the keys of measurements 2, 3, 4 and 6 (nothing rotates during the run).
 const VALID_FOR: &str = "2160h";
@@ -73,6 +76,36 @@ pub async fn run(plane: &ControlPlane, options: &Options) -> Result<Vec<PathBuf>
     Ok(written)
 }
 
+/// What every phase of one round works with.
+struct RoundContext<'a> {
+    plane: &'a ControlPlane,
+    client: &'a kube::Client,
+    server: &'a ServerProcesses,
+    options: &'a Options,
+    audit: AuditLog,
+    /// N, the number of keys this round measures.
+    n: usize,
+}
+
+impl RoundContext<'_> {
+    /// `bench-<N>-<purpose>`: each phase of each round has namespaces of its own.
+    fn namespace(&self, purpose: &str) -> String {
+        format!("bench-{}-{purpose}", self.n)
+    }
+
+    /// `count` over N.
+    fn per_key(&self, count: u64) -> f64 {
+        count as f64 / self.n as f64
+    }
+
+    /// A progress line prefixed with `N=<N>: `.
+    fn progress(&self, message: &str) {
+        progress(&format!("N={}: {message}", self.n));
+    }
+}
+
+/// One round at N: the phases in the order they run. (6) runs before (5)
+/// because it reuses the keys of (2)-(4); the storm needs keys of its own.
 async fn round(
     plane: &ControlPlane,
     client: &kube::Client,
@@ -80,66 +113,129 @@ async fn round(
     options: &Options,
     n: usize,
 ) -> Result<Round> {
-    let audit = AuditLog::new(plane.audit_log_path());
-    let concurrency = options.concurrency;
+    let ctx = RoundContext {
+        plane,
+        client,
+        server,
+        options,
+        audit: AuditLog::new(plane.audit_log_path()),
+        n,
+    };
+    let baseline = baseline(&ctx).await?;
+    let (ready, minted) = mint(&ctx, &baseline).await?;
+    let AtRest {
+        operator,
+        requests,
+        resources,
+        apiserver_profile,
+    } = at_rest(&ctx, minted).await?;
+    let (restart, restart_warnings) = restart(&ctx, operator).await?;
+    let (storm, storm_warnings) = storm(&ctx, &baseline, ready.seconds).await?;
+    Ok(Round {
+        keys: n,
+        baseline,
+        ready,
+        requests,
+        resources,
+        restart,
+        storm,
+        operator_warnings: restart_warnings + storm_warnings,
+        apiserver_profile,
+    })
+}
 
-    // (1) Baseline: N Secrets of keymint's size from a bare client.
-    let base_ns = format!("bench-{n}-baseline");
-    cluster::create_namespace(client, &base_ns).await?;
+/// The spec of the keys of (1)'s reference and of (2)-(4) and (6).
+fn long_lived_spec() -> serde_json::Value {
+    serde_json::json!({"validFor": VALID_FOR, "renewBefore": RENEW_BEFORE})
+}
+
+/// (1) Baseline: N Secrets of keymint's size from a bare client, then the
+/// reference: N APIKeys that no operator watches.
+async fn baseline(ctx: &RoundContext<'_>) -> Result<Baseline> {
+    let (n, concurrency, server) = (ctx.n, ctx.options.concurrency, ctx.server);
+    let base_ns = ctx.namespace("baseline");
+    cluster::create_namespace(ctx.client, &base_ns).await?;
     let template = BaselineSecrets::new(&base_ns)?;
     let secret_bytes = workload::json_size(&template.secret(0)?);
-    progress(&format!(
-        "N={n}: (1) baseline: creating {n} Secrets ({secret_bytes} B), {concurrency} in flight"
+    ctx.progress(&format!(
+        "(1) baseline: creating {n} Secrets ({secret_bytes} B), {concurrency} in flight"
     ));
-    let secrets = Api::<Secret>::namespaced(client.clone(), &base_ns);
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &base_ns);
     let (server_before, bench_before) = (server.cpu(), bench_cpu());
     let created = workload::create_all(&secrets, n, concurrency, |i| template.secret(i)).await?;
     let (server_after, bench_after) = (server.cpu(), bench_cpu());
-    let mut baseline = Baseline {
-        apikeys_without_operator: CreateCost {
-            seconds: f64::NAN,
-            per_second: f64::NAN,
-            server_cpu: ServerCpu::default(),
-        },
-        seconds: created.elapsed.as_secs_f64(),
-        per_second: n as f64 / created.elapsed.as_secs_f64(),
+    let seconds = created.elapsed.as_secs_f64();
+    let per_second = n as f64 / seconds;
+    ctx.progress(&format!("(1) baseline {seconds:.2} s ({per_second:.0}/s)"));
+    let apikeys_without_operator = apikeys_without_operator(ctx).await?;
+    Ok(Baseline {
+        seconds,
+        per_second,
         secret_bytes,
         retries: created.retries,
         server_cpu: server_after.since(server_before),
         bench_cpu_seconds: bench_after - bench_before,
-    };
-    progress(&format!(
-        "N={n}: (1) baseline {:.2} s ({:.0}/s)",
-        baseline.seconds, baseline.per_second
-    ));
+        apikeys_without_operator,
+    })
+}
 
-    // Reference: the same N APIKeys with no operator watching (what the
-    // custom resource alone costs the server).
-    let bare_ns = format!("bench-{n}-apikeys-only");
-    cluster::create_namespace(client, &bare_ns).await?;
-    let bare_keys = Api::<ApiKey>::namespaced(client.clone(), &bare_ns);
-    let spec = serde_json::json!({"validFor": VALID_FOR, "renewBefore": RENEW_BEFORE});
-    let server_before = server.cpu();
-    let created = workload::create_all(&bare_keys, n, concurrency, |i| {
+/// (1)'s reference: the same N APIKeys with no operator watching (what the
+/// custom resource alone costs the server).
+async fn apikeys_without_operator(ctx: &RoundContext<'_>) -> Result<CreateCost> {
+    let n = ctx.n;
+    let bare_ns = ctx.namespace("apikeys-only");
+    cluster::create_namespace(ctx.client, &bare_ns).await?;
+    let bare_keys = Api::<ApiKey>::namespaced(ctx.client.clone(), &bare_ns);
+    let spec = long_lived_spec();
+    let server_before = ctx.server.cpu();
+    let created = workload::create_all(&bare_keys, n, ctx.options.concurrency, |i| {
         workload::api_key(&bare_ns, i, &spec)
     })
     .await?;
-    baseline.apikeys_without_operator = CreateCost {
+    let cost = CreateCost {
         seconds: created.elapsed.as_secs_f64(),
         per_second: n as f64 / created.elapsed.as_secs_f64(),
-        server_cpu: server.cpu().since(server_before),
+        server_cpu: ctx.server.cpu().since(server_before),
     };
-    progress(&format!(
-        "N={n}: (1) reference: {n} APIKeys with no operator {:.2} s ({:.0}/s)",
-        baseline.apikeys_without_operator.seconds, baseline.apikeys_without_operator.per_second
+    ctx.progress(&format!(
+        "(1) reference: {n} APIKeys with no operator {:.2} s ({:.0}/s)",
+        cost.seconds, cost.per_second
     ));
+    Ok(cost)
+}
 
-    // (2)-(4) Apply N APIKeys with the operator running.
-    let keys_ns = format!("bench-{n}-keys");
+/// The operator of (2)-(4) once its N keys are Ready, and what (3) and (4)
+/// go on measuring from (2).
+struct Minted {
+    operator: Operator,
+    /// The operator started, no keys yet.
+    idle: ProcSample,
+    /// The operator settled after the last key was Ready.
+    after_mint: ProcSample,
+    /// Peaks from before the first create to the end of the rest window.
+    sampler: Sampler,
+    /// The API server's CPU profile over the first [`PROFILE_SECONDS`].
+    profiling: JoinHandle<Result<Vec<u8>>>,
+    /// Audit log marks: before the operator started, and once it settled.
+    mark_start: u64,
+    mark_minted: u64,
+    /// kube-apiserver and etcd CPU once the operator settled.
+    server_minted: ServerCpu,
+}
+
+/// (2) Time to Ready: an operator on an empty namespace, N APIKeys applied,
+/// until the last is seen Ready and the operator settled.
+async fn mint(ctx: &RoundContext<'_>, baseline: &Baseline) -> Result<(Ready, Minted)> {
+    let (n, concurrency, client, server) = (ctx.n, ctx.options.concurrency, ctx.client, ctx.server);
+    let keys_ns = ctx.namespace("keys");
     cluster::create_namespace(client, &keys_ns).await?;
-    let mut operator =
-        Operator::start(&options.keymint, plane, &format!("operator-{n}"), &keys_ns)?;
-    let mark_start = audit.mark()?;
+    let mut operator = Operator::start(
+        &ctx.options.keymint,
+        ctx.plane,
+        &format!("operator-{n}"),
+        &keys_ns,
+    )?;
+    let mark_start = ctx.audit.mark()?;
     operator.wait_ready(OPERATOR_START).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = operator.sample()?;
@@ -149,29 +245,79 @@ async fn round(
         .await?;
     let sampler = operator.sampler(Duration::from_millis(200));
     let profiling = tokio::spawn(profile::apiserver_cpu(client.clone(), PROFILE_SECONDS));
-    progress(&format!(
-        "N={n}: (2) applying {n} APIKeys, {concurrency} in flight"
+    ctx.progress(&format!(
+        "(2) applying {n} APIKeys, {concurrency} in flight"
     ));
     let keys = Api::<ApiKey>::namespaced(client.clone(), &keys_ns);
+    let spec = long_lived_spec();
     let (server_before, bench_before) = (server.cpu(), bench_cpu());
     let applied = workload::create_all(&keys, n, concurrency, |i| {
         workload::api_key(&keys_ns, i, &spec)
     })
     .await?;
-    progress(&format!(
-        "N={n}: (2) applied in {:.2} s; waiting for Ready",
+    ctx.progress(&format!(
+        "(2) applied in {:.2} s; waiting for Ready",
         applied.elapsed.as_secs_f64()
     ));
     tracker
         .wait("all Ready", PATIENCE, |c| c.ready >= n)
         .await?;
-    let seen = tracker.finish();
-    let ready_at: Vec<Instant> = seen
+    let (ready_seconds, latencies) = ready_times(&applied, &tracker.finish(), n);
+    let minted_metrics = settle(&operator).await?;
+    let after_mint = operator.sample()?;
+    let (server_minted, bench_minted) = (server.cpu(), bench_cpu());
+    let mark_minted = ctx.audit.mark()?;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &keys_ns);
+    let secrets_found =
+        workload::count_objects(&secrets, Some(&workload::managed_selector())).await?;
+    if secrets_found != n {
+        return Err(format!("N={n}: {secrets_found} managed Secrets for {n} Ready keys").into());
+    }
+    let stored = StoredSizes::of_first_key(&secrets, &keys).await;
+    let ready = Ready {
+        apikey_bytes: stored.apikey_bytes,
+        apikey_managed_fields_bytes: stored.apikey_managed_fields_bytes,
+        seconds: ready_seconds,
+        ratio: ready_seconds / baseline.seconds,
+        apply_seconds: applied.elapsed.as_secs_f64(),
+        latency: Summary::of(&latencies),
+        secrets_found,
+        secret_bytes: stored.secret_bytes,
+        retries: applied.retries,
+        server_cpu: server_minted.since(server_before),
+        bench_cpu_seconds: bench_minted - bench_before,
+        reconciles_per_key: minted_metrics.reconciles / n as f64,
+    };
+    ctx.progress(&format!(
+        "(2) all Ready in {:.2} s ({:.2}x baseline); per key p50 {:.2} s p99 {:.2} s",
+        ready.seconds, ready.ratio, ready.latency.p50, ready.latency.p99
+    ));
+    let minted = Minted {
+        operator,
+        idle,
+        after_mint,
+        sampler,
+        profiling,
+        mark_start,
+        mark_minted,
+        server_minted,
+    };
+    Ok((ready, minted))
+}
+
+/// From the first create to the last key seen Ready, in seconds, and per key
+/// from its create response to it being seen Ready.
+fn ready_times(
+    applied: &Created,
+    seen: &HashMap<String, KeyProgress>,
+    n: usize,
+) -> (f64, Vec<f64>) {
+    let last_ready = seen
         .values()
         .filter_map(|p| p.ready.map(|s| s.at))
-        .collect();
-    let last_ready = ready_at.iter().max().copied().unwrap_or(applied.started);
-    let latencies: Vec<f64> = (0..n)
+        .max()
+        .unwrap_or(applied.started);
+    let latencies = (0..n)
         .filter_map(|i| {
             let ready = seen.get(&workload::key_name(i))?.ready?;
             Some(
@@ -183,115 +329,97 @@ async fn round(
         })
         .collect();
     let ready_seconds = last_ready.duration_since(applied.started).as_secs_f64();
-    let minted_metrics = settle(&operator).await?;
-    let after_mint = operator.sample()?;
-    let (server_minted, bench_minted) = (server.cpu(), bench_cpu());
-    let mark_minted = audit.mark()?;
-    let secrets_found = workload::count_objects(
-        &Api::<Secret>::namespaced(client.clone(), &keys_ns),
-        Some(&workload::managed_selector()),
-    )
-    .await?;
-    if secrets_found != n {
-        return Err(format!("N={n}: {secrets_found} managed Secrets for {n} Ready keys").into());
-    }
-    let keymint_secret_bytes = match Api::<Secret>::namespaced(client.clone(), &keys_ns)
-        .get(&workload::key_name(0))
-        .await
-    {
-        Ok(mut secret) => {
-            secret.metadata.managed_fields = None;
-            // As the baseline's is measured: without what the server adds.
-            secret.metadata.resource_version = None;
-            secret.metadata.uid = None;
-            secret.metadata.creation_timestamp = None;
-            workload::json_size(&secret)
-        }
-        Err(_) => 0,
-    };
-    // What each cached APIKey weighs, and how much of it is managedFields.
-    let (apikey_bytes, apikey_managed_fields_bytes) = match keys.get(&workload::key_name(0)).await {
-        Ok(key) => (
-            workload::json_size(&key),
-            workload::json_size(&key.metadata.managed_fields),
-        ),
-        Err(_) => (0, 0),
-    };
-    let ready = Ready {
-        apikey_bytes,
-        apikey_managed_fields_bytes,
-        seconds: ready_seconds,
-        ratio: ready_seconds / baseline.seconds,
-        apply_seconds: applied.elapsed.as_secs_f64(),
-        latency: Summary::of(&latencies),
-        secrets_found,
-        secret_bytes: keymint_secret_bytes,
-        retries: applied.retries,
-        server_cpu: server_minted.since(server_before),
-        bench_cpu_seconds: bench_minted - bench_before,
-        reconciles_per_key: minted_metrics.reconciles / n as f64,
-    };
-    progress(&format!(
-        "N={n}: (2) all Ready in {:.2} s ({:.2}x baseline); per key p50 {:.2} s p99 {:.2} s",
-        ready.seconds, ready.ratio, ready.latency.p50, ready.latency.p99
-    ));
+    (ready_seconds, latencies)
+}
 
-    // (3) at rest.
-    progress(&format!(
-        "N={n}: (3) at rest for {} s",
-        options.rest.as_secs()
-    ));
+/// What the operator stored for the first key, as JSON bytes (0 when it
+/// cannot be read).
+struct StoredSizes {
+    /// The Secret, without what the server adds (as the baseline's is measured).
+    secret_bytes: usize,
+    /// The APIKey as the operator's cache holds it, and its `managedFields`.
+    apikey_bytes: usize,
+    apikey_managed_fields_bytes: usize,
+}
+
+impl StoredSizes {
+    async fn of_first_key(secrets: &Api<Secret>, keys: &Api<ApiKey>) -> StoredSizes {
+        let name = workload::key_name(0);
+        let secret_bytes = match secrets.get(&name).await {
+            Ok(mut secret) => {
+                secret.metadata.managed_fields = None;
+                secret.metadata.resource_version = None;
+                secret.metadata.uid = None;
+                secret.metadata.creation_timestamp = None;
+                workload::json_size(&secret)
+            }
+            Err(_) => 0,
+        };
+        let (apikey_bytes, apikey_managed_fields_bytes) = match keys.get(&name).await {
+            Ok(key) => (
+                workload::json_size(&key),
+                workload::json_size(&key.metadata.managed_fields),
+            ),
+            Err(_) => (0, 0),
+        };
+        StoredSizes {
+            secret_bytes,
+            apikey_bytes,
+            apikey_managed_fields_bytes,
+        }
+    }
+}
+
+/// (3) and (4), taken at the end of the rest window, and the operator, still
+/// running, for (6).
+struct AtRest {
+    operator: Operator,
+    requests: RequestCounts,
+    resources: Resources,
+    apiserver_profile: Vec<String>,
+}
+
+/// (3) API requests and (4) memory and CPU: the operator of (2) left alone
+/// for `--rest-seconds`.
+async fn at_rest(ctx: &RoundContext<'_>, minted: Minted) -> Result<AtRest> {
+    let Minted {
+        operator,
+        idle,
+        after_mint,
+        sampler,
+        profiling,
+        mark_start,
+        mark_minted,
+        server_minted,
+    } = minted;
+    let n = ctx.n;
+    ctx.progress(&format!("(3) at rest for {} s", ctx.options.rest.as_secs()));
     let rest_started = Instant::now();
-    tokio::time::sleep(options.rest).await;
-    let mark_rest = audit.mark()?;
-    let rest_server_cpu = server.cpu().since(server_minted);
+    tokio::time::sleep(ctx.options.rest).await;
+    let mark_rest = ctx.audit.mark()?;
+    let rest_server_cpu = ctx.server.cpu().since(server_minted);
     let rest_seconds = rest_started.elapsed().as_secs_f64();
     let at_rest = operator.sample()?;
-    let apiserver_profile = match profiling.await {
-        Ok(Ok(bytes)) => {
-            let path = options.out.join(format!("apiserver-cpu-{n}.pprof"));
-            match profile::save(&path, &bytes) {
-                Ok(files) => files
-                    .iter()
-                    .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .collect(),
-                Err(error) => {
-                    progress(&format!(
-                        "N={n}: cannot save the API server profile: {error}"
-                    ));
-                    Vec::new()
-                }
-            }
-        }
-        Ok(Err(error)) => {
-            progress(&format!("N={n}: no API server profile: {error}"));
-            Vec::new()
-        }
-        Err(error) => {
-            progress(&format!("N={n}: no API server profile: {error}"));
-            Vec::new()
-        }
-    };
+    let apiserver_profile = save_profile(ctx, profiling).await;
     let peaks = sampler.stop();
-    let mint = audit.requests(OPERATOR_USER, mark_start, mark_minted)?;
-    let rest = audit.requests(OPERATOR_USER, mark_minted, mark_rest)?;
-    let per_key = |count: u64| count as f64 / n as f64;
+    let mint = ctx.audit.requests(OPERATOR_USER, mark_start, mark_minted)?;
+    let rest = ctx.audit.requests(OPERATOR_USER, mark_minted, mark_rest)?;
     let requests = RequestCounts {
         mint_per_key: mint
             .by_verb
             .iter()
-            .map(|(k, v)| (k.clone(), per_key(*v)))
+            .map(|(k, v)| (k.clone(), ctx.per_key(*v)))
             .collect(),
-        object_writes_per_mint: per_key(mint.object_writes()),
-        event_writes_per_mint: per_key(mint.event_writes()),
-        reads_per_mint: per_key(mint.reads()),
+        object_writes_per_mint: ctx.per_key(mint.object_writes()),
+        event_writes_per_mint: ctx.per_key(mint.event_writes()),
+        reads_per_mint: ctx.per_key(mint.reads()),
         mint,
         rest,
         rest_seconds,
         rest_server_cpu,
     };
-    progress(&format!(
-        "N={n}: (3) per mint: {:.2} object writes, {:.2} events, {:.2} reads; at rest: {} requests",
+    ctx.progress(&format!(
+        "(3) per mint: {:.2} object writes, {:.2} events, {:.2} reads; at rest: {} requests",
         requests.object_writes_per_mint,
         requests.event_writes_per_mint,
         requests.reads_per_mint,
@@ -305,44 +433,91 @@ async fn round(
         mint_cpu_seconds: after_mint.cpu_seconds - idle.cpu_seconds,
         rss_per_1000_keys_mib: (at_rest.rss_mib - idle.rss_mib) / n as f64 * 1000.0,
     };
-    progress(&format!(
-        "N={n}: (4) RSS idle {:.1} MiB, at rest {:.1} MiB, peak {:.1} MiB; {:.2} MiB per 1,000 keys; {:.1} CPU s",
+    ctx.progress(&format!(
+        "(4) RSS idle {:.1} MiB, at rest {:.1} MiB, peak {:.1} MiB; {:.2} MiB per 1,000 keys; {:.1} CPU s",
         resources.idle.rss_mib,
         resources.at_rest.rss_mib,
         resources.at_rest.peak_rss_mib,
         resources.rss_per_1000_keys_mib,
         resources.mint_cpu_seconds
     ));
-    let mut warnings = operator.warnings();
+    Ok(AtRest {
+        operator,
+        requests,
+        resources,
+        apiserver_profile,
+    })
+}
 
-    // (6) Restart: kill, start again, wait until every key is confirmed.
+/// Waits for the API server profile started in (2), writes it to the results
+/// directory, and returns the names of the files written (none if it failed:
+/// the round goes on without it).
+async fn save_profile(
+    ctx: &RoundContext<'_>,
+    profiling: JoinHandle<Result<Vec<u8>>>,
+) -> Vec<String> {
+    let bytes = match profiling.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => {
+            ctx.progress(&format!("no API server profile: {error}"));
+            return Vec::new();
+        }
+        Err(error) => {
+            ctx.progress(&format!("no API server profile: {error}"));
+            return Vec::new();
+        }
+    };
+    let path = ctx
+        .options
+        .out
+        .join(format!("apiserver-cpu-{}.pprof", ctx.n));
+    match profile::save(&path, &bytes) {
+        Ok(files) => files
+            .iter()
+            .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect(),
+        Err(error) => {
+            ctx.progress(&format!("cannot save the API server profile: {error}"));
+            Vec::new()
+        }
+    }
+}
+
+/// (6) Restart: the operator of (2)-(4) killed with SIGKILL and started again,
+/// until every key is confirmed. Returns the figures and the WARN/ERROR lines
+/// both processes logged.
+async fn restart(ctx: &RoundContext<'_>, operator: Operator) -> Result<(Restart, usize)> {
+    let n = ctx.n;
+    let mut warnings = operator.warnings();
     operator.kill()?;
-    let mark_restart = audit.mark()?;
-    let server_restart = server.cpu();
-    progress(&format!(
-        "N={n}: (6) operator killed; starting it again with {n} keys"
+    let mark_restart = ctx.audit.mark()?;
+    let server_restart = ctx.server.cpu();
+    ctx.progress(&format!(
+        "(6) operator killed; starting it again with {n} keys"
     ));
     let restart_started = Instant::now();
     let mut restarted = Operator::start(
-        &options.keymint,
-        plane,
+        &ctx.options.keymint,
+        ctx.plane,
         &format!("operator-{n}-restart"),
-        &keys_ns,
+        &ctx.namespace("keys"),
     )?;
     let sampler = restarted.sampler(Duration::from_millis(100));
     let confirmed = confirm_all(&mut restarted, n, PATIENCE).await?;
     let restart_seconds = confirmed.duration_since(restart_started).as_secs_f64();
     let settled = settle(&restarted).await?;
-    let mark_restarted = audit.mark()?;
-    let restart_server_cpu = server.cpu().since(server_restart);
+    let mark_restarted = ctx.audit.mark()?;
+    let restart_server_cpu = ctx.server.cpu().since(server_restart);
     let restart_sample = restarted.sample()?;
     let restart_peaks = sampler.stop();
-    let restart_requests = audit.requests(OPERATOR_USER, mark_restart, mark_restarted)?;
+    let restart_requests = ctx
+        .audit
+        .requests(OPERATOR_USER, mark_restart, mark_restarted)?;
     let restart = Restart {
         seconds: restart_seconds,
         object_writes: restart_requests.object_writes(),
         event_writes: restart_requests.event_writes(),
-        reads_per_key: per_key(restart_requests.reads()),
+        reads_per_key: ctx.per_key(restart_requests.reads()),
         requests: restart_requests,
         cpu_seconds: restart_sample.cpu_seconds,
         peaks: restart_peaks,
@@ -350,8 +525,8 @@ async fn round(
         reconcile_errors: settled.reconcile_errors,
         server_cpu: restart_server_cpu,
     };
-    progress(&format!(
-        "N={n}: (6) all {n} confirmed {:.2} s after start; {} object writes, {} events; peak RSS {:.1} MiB, {} fds",
+    ctx.progress(&format!(
+        "(6) all {n} confirmed {:.2} s after start; {} object writes, {} events; peak RSS {:.1} MiB, {} fds",
         restart.seconds,
         restart.object_writes,
         restart.event_writes,
@@ -360,50 +535,23 @@ async fn round(
     ));
     warnings += restarted.warnings();
     restarted.kill()?;
-
-    // (5) Rotation storm.
-    let storm = storm(
-        plane,
-        client,
-        server,
-        options,
-        n,
-        &baseline,
-        ready.seconds,
-        &mut warnings,
-    )
-    .await?;
-
-    Ok(Round {
-        keys: n,
-        baseline,
-        ready,
-        requests,
-        resources,
-        restart,
-        storm,
-        operator_warnings: warnings,
-        apiserver_profile,
-    })
+    Ok((restart, warnings))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// (5) Rotation storm: a fresh operator on a fresh namespace, N keys that all
+/// expire in the same second, from that second until every one rotated.
+/// Returns the figures and the WARN/ERROR lines the operator logged.
 async fn storm(
-    plane: &ControlPlane,
-    client: &kube::Client,
-    server: &ServerProcesses,
-    options: &Options,
-    n: usize,
+    ctx: &RoundContext<'_>,
     baseline: &Baseline,
     ready_seconds: f64,
-    warnings: &mut usize,
-) -> Result<Storm> {
-    let audit = AuditLog::new(plane.audit_log_path());
-    let storm_ns = format!("bench-{n}-storm");
+) -> Result<(Storm, usize)> {
+    let (n, client) = (ctx.n, ctx.client);
+    let storm_ns = ctx.namespace("storm");
     cluster::create_namespace(client, &storm_ns).await?;
     let mut operator = Operator::start(
-        &options.keymint,
-        plane,
+        &ctx.options.keymint,
+        ctx.plane,
         &format!("operator-{n}-storm"),
         &storm_ns,
     )?;
@@ -422,12 +570,12 @@ async fn storm(
     // rotate a second time inside the storm.
     let lead = SignedDuration::from_secs_f64((2.0 * ready_seconds + 15.0).max(20.0));
     let due = Timestamp::from_second((Timestamp::now() + lead).as_second() + 1)?;
-    progress(&format!(
-        "N={n}: (5) storm: minting {n} keys that all expire at {due}"
+    ctx.progress(&format!(
+        "(5) storm: minting {n} keys that all expire at {due}"
     ));
     let keys = Api::<ApiKey>::namespaced(client.clone(), &storm_ns);
     let spec = serde_json::json!({"expiresAt": due.to_string()});
-    let applied = workload::create_all(&keys, n, options.concurrency, |i| {
+    let applied = workload::create_all(&keys, n, ctx.options.concurrency, |i| {
         workload::api_key(&storm_ns, i, &spec)
     })
     .await?;
@@ -437,22 +585,20 @@ async fn storm(
     let mint_seconds = applied.started.elapsed().as_secs_f64();
     let minted_before_due = Timestamp::now() < due;
     if !minted_before_due {
-        progress(&format!(
-            "N={n}: (5) WARNING: minting overran the due second"
-        ));
+        ctx.progress("(5) WARNING: minting overran the due second");
     }
     let minted_metrics = settle(&operator).await?;
     // Until just before the due second.
     let until_due = due.duration_since(Timestamp::now()) - SignedDuration::from_secs(1);
     if let Ok(wait) = Duration::try_from(until_due) {
-        progress(&format!(
-            "N={n}: (5) minted in {mint_seconds:.1} s; {:.0} s until due",
+        ctx.progress(&format!(
+            "(5) minted in {mint_seconds:.1} s; {:.0} s until due",
             wait.as_secs_f64() + 1.0
         ));
         tokio::time::sleep(wait).await;
     }
-    let mark = audit.mark()?;
-    let server_due = server.cpu();
+    let mark = ctx.audit.mark()?;
+    let server_due = ctx.server.cpu();
     let before = operator.sample()?;
     let sampler = operator.sampler(Duration::from_millis(200));
     keys_seen
@@ -463,31 +609,14 @@ async fn storm(
         .await?;
     let rotated_twice = secrets_seen.counts().rotated_twice;
     let rotated_metrics = settle(&operator).await?;
-    let mark_end = audit.mark()?;
-    let storm_server_cpu = server.cpu().since(server_due);
+    let mark_end = ctx.audit.mark()?;
+    let storm_server_cpu = ctx.server.cpu().since(server_due);
     let after = operator.sample()?;
     let peaks = sampler.stop();
-    let keys_progress = keys_seen.finish();
-    let secrets_progress = secrets_seen.finish();
-    let since_due = |stamp: Stamp| stamp.wall.duration_since(due).as_secs_f64();
-    let slip_watch: Vec<f64> = secrets_progress
-        .values()
-        .filter_map(|p| p.rotated.map(since_due))
-        .collect();
-    let slip_created_at: Vec<f64> = keys_progress
-        .values()
-        .filter_map(|p| p.rotated_created_at)
-        .map(|created| (created.as_second() - due.as_second()) as f64)
-        .collect();
-    let last = |values: &[f64]| values.iter().copied().fold(f64::NAN, f64::max);
-    let status_rotated: Vec<f64> = keys_progress
-        .values()
-        .filter_map(|p| p.rotated.map(since_due))
-        .collect();
-    let requests = audit.requests(OPERATOR_USER, mark, mark_end)?;
-    let per_key = |count: u64| count as f64 / n as f64;
-    let seconds = last(&slip_watch);
-    let status_seconds = last(&status_rotated);
+    let slips = RotationSlips::since(due, &keys_seen.finish(), &secrets_seen.finish());
+    let requests = ctx.audit.requests(OPERATOR_USER, mark, mark_end)?;
+    let seconds = latest(&slips.secret_watch);
+    let status_seconds = latest(&slips.status_watch);
     let storm = Storm {
         due_at: due.to_string(),
         mint_seconds,
@@ -495,20 +624,20 @@ async fn storm(
         seconds,
         status_seconds,
         ratio: status_seconds / baseline.seconds,
-        slip_watch: Summary::of(&slip_watch),
-        slip_created_at: Summary::of(&slip_created_at),
+        slip_watch: Summary::of(&slips.secret_watch),
+        slip_created_at: Summary::of(&slips.created_at),
         rotated_twice,
-        object_writes_per_rotation: per_key(requests.object_writes()),
-        event_writes_per_rotation: per_key(requests.event_writes()),
-        reads_per_rotation: per_key(requests.reads()),
+        object_writes_per_rotation: ctx.per_key(requests.object_writes()),
+        event_writes_per_rotation: ctx.per_key(requests.event_writes()),
+        reads_per_rotation: ctx.per_key(requests.reads()),
         requests,
         cpu_seconds: after.cpu_seconds - before.cpu_seconds,
         peaks,
         server_cpu: storm_server_cpu,
         reconciles_per_key: (rotated_metrics.reconciles - minted_metrics.reconciles) / n as f64,
     };
-    progress(&format!(
-        "N={n}: (5) all rotated {:.2} s after the due second (status {:.2} s, {:.2}x baseline); slip p50 {:.2} s p99 {:.2} s max {:.2} s",
+    ctx.progress(&format!(
+        "(5) all rotated {:.2} s after the due second (status {:.2} s, {:.2}x baseline); slip p50 {:.2} s p99 {:.2} s max {:.2} s",
         storm.seconds,
         storm.status_seconds,
         storm.ratio,
@@ -516,9 +645,49 @@ async fn storm(
         storm.slip_watch.p99,
         storm.slip_watch.max
     ));
-    *warnings += operator.warnings();
+    let warnings = operator.warnings();
     operator.kill()?;
-    Ok(storm)
+    Ok((storm, warnings))
+}
+
+/// Per key, seconds from the storm's due second to its rotation being seen.
+struct RotationSlips {
+    /// The Secret seen rotated on the watch (sub-second).
+    secret_watch: Vec<f64>,
+    /// The status seen rotated on the watch (sub-second).
+    status_watch: Vec<f64>,
+    /// The new key's `status.createdAt` (whole seconds, as the operator records it).
+    created_at: Vec<f64>,
+}
+
+impl RotationSlips {
+    fn since(
+        due: Timestamp,
+        keys: &HashMap<String, KeyProgress>,
+        secrets: &HashMap<String, SecretProgress>,
+    ) -> RotationSlips {
+        let since_due = |stamp: Stamp| stamp.wall.duration_since(due).as_secs_f64();
+        RotationSlips {
+            secret_watch: secrets
+                .values()
+                .filter_map(|p| p.rotated.map(since_due))
+                .collect(),
+            status_watch: keys
+                .values()
+                .filter_map(|p| p.rotated.map(since_due))
+                .collect(),
+            created_at: keys
+                .values()
+                .filter_map(|p| p.rotated_created_at)
+                .map(|created| (created.as_second() - due.as_second()) as f64)
+                .collect(),
+        }
+    }
+}
+
+/// The largest of `values` (NaN when there are none).
+fn latest(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::NAN, f64::max)
 }
 
 /// Waits until the operator's reconcile counter has been still for

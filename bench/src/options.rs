@@ -1,0 +1,115 @@
+//! The command line (clap derive): which N to measure, where the results go,
+//! which keymint binary runs as the operator, and the load it is given.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// keymint measured against the API server it runs on, at each N in `--keys`
+/// (see bench/README.md). Starts its own local control plane.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "keymint-bench")]
+pub struct Options {
+    /// The key counts to measure, in order (comma-separated, `_` allowed: 1_000).
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "1000,10000",
+        value_parser = positive_count
+    )]
+    pub keys: Vec<usize>,
+    /// Where the results are written.
+    #[arg(long, value_name = "DIR", default_value = "bench/results")]
+    pub out: PathBuf,
+    /// The `keymint` binary to run as the operator.
+    #[arg(long, value_name = "PATH", default_value = "target/release/keymint")]
+    pub keymint: PathBuf,
+    /// Requests the benchmark keeps in flight when it creates objects (the
+    /// baseline and the APIKeys alike).
+    #[arg(long, value_name = "REQUESTS", default_value = "32", value_parser = positive_count)]
+    pub concurrency: usize,
+    /// How long the operator is watched at rest after all keys are Ready.
+    #[arg(
+        long = "rest-seconds",
+        value_name = "SECONDS",
+        default_value = "30",
+        value_parser = whole_seconds
+    )]
+    pub rest: Duration,
+}
+
+/// A count of at least 1; `_` may separate thousands.
+fn positive_count(text: &str) -> Result<usize, String> {
+    let count: usize = text
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|e| format!("{text}: {e}"))?;
+    if count == 0 {
+        return Err("needs a positive count, e.g. 1000".into());
+    }
+    Ok(count)
+}
+
+/// A whole number of seconds.
+fn whole_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: u64 = text.parse().map_err(|e| format!("{text}: {e}"))?;
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        Options::try_parse_from(std::iter::once("keymint-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Options::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let defaults = parse(&[]).expect("defaults");
+        assert_eq!(defaults.keys, vec![1000, 10000]);
+        assert_eq!(defaults.out, PathBuf::from("bench/results"));
+        assert_eq!(defaults.keymint, PathBuf::from("target/release/keymint"));
+        assert_eq!(defaults.concurrency, 32);
+        assert_eq!(defaults.rest, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn flags_with_separate_and_inline_values() {
+        let parsed = parse(&[
+            "--keys",
+            "50,1_000",
+            "--out=/tmp/x",
+            "--keymint",
+            "k",
+            "--concurrency",
+            "8",
+            "--rest-seconds=5",
+        ])
+        .expect("flags");
+        assert_eq!(parsed.keys, vec![50, 1000]);
+        assert_eq!(parsed.out, PathBuf::from("/tmp/x"));
+        assert_eq!(parsed.keymint, PathBuf::from("k"));
+        assert_eq!(parsed.concurrency, 8);
+        assert_eq!(parsed.rest, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn zero_counts_and_unknown_flags_are_refused() {
+        assert!(parse(&["--keys", "0"]).is_err());
+        assert!(parse(&["--keys", "50,0"]).is_err());
+        assert!(parse(&["--concurrency", "0"]).is_err());
+        assert!(parse(&["--rest-seconds", "-1"]).is_err());
+        assert!(parse(&["--bogus", "1"]).is_err());
+    }
+}
