@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use keymint_testenv::ControlPlane;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Result;
 
@@ -259,29 +258,14 @@ impl Sampler {
 }
 
 /// A plain HTTP/1.0 GET on loopback (no chunked body): (status code, body).
+/// One GET to the operator's health and metrics server (blocking, so off
+/// the runtime's threads).
 async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-            .await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
-    };
-    let response = tokio::time::timeout(Duration::from_secs(5), exchange)
+    let path = path.to_string();
+    let answer = tokio::task::spawn_blocking(move || keymint_test_support::http_get(port, &path))
         .await
-        .map_err(|_| format!("GET {path}: timed out"))??;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
+        .map_err(|e| format!("GET: {e}"))??;
+    Ok(answer)
 }
 
 #[cfg(test)]
