@@ -126,6 +126,29 @@ fn fingerprint(secret: &Value) -> Value {
     })
 }
 
+/// For a while, the Secret `target` keeps its `before` fingerprint and the
+/// operator writes nothing to it.
+async fn holds_untouched(
+    what: &str,
+    client: &kube::Client,
+    namespace: &str,
+    mark: usize,
+    before: &Value,
+) {
+    holds_for(&format!("{what} untouched"), HOLD, || async move {
+        let now = fingerprint(&secret_json(client, namespace, "target").await);
+        let writes = operator_requests(mark, "secrets", namespace, Some("target"), is_write);
+        if &now != before {
+            Err(format!("changed: {now} (was {before})"))
+        } else if !writes.is_empty() {
+            Err(format!("operator writes: {writes:?}"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+}
+
 async fn secret_json(client: &kube::Client, namespace: &str, name: &str) -> Value {
     raw_get(client, &secret_path(namespace, name))
         .await
@@ -1062,20 +1085,7 @@ async fn a_secret_prepared_before_its_resource_is_never_adopted_or_written() {
         status.key_sha256.as_deref(),
         Some(sha256_hex(&planted).as_str())
     );
-    let (client, namespace) = (&client, namespace.as_str());
-    let before = &before;
-    holds_for("the prepared Secret untouched", HOLD, || async move {
-        let now = fingerprint(&secret_json(client, namespace, "target").await);
-        let writes = operator_requests(mark, "secrets", namespace, Some("target"), is_write);
-        if &now != before {
-            Err(format!("changed: {now} (was {before})"))
-        } else if !writes.is_empty() {
-            Err(format!("operator writes: {writes:?}"))
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    holds_untouched("the prepared Secret", &client, &namespace, mark, &before).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1132,21 +1142,12 @@ async fn recreated_does_not_adopt(
         Some(sha256_hex(&old_key).as_str()),
         "the old key is not reported as the new resource's"
     );
-    let before = &before;
-    holds_for(
-        "the earlier resource's Secret untouched",
-        HOLD,
-        || async move {
-            let now = fingerprint(&secret_json(client, namespace, "target").await);
-            let writes = operator_requests(mark, "secrets", namespace, Some("target"), is_write);
-            if &now != before {
-                Err(format!("changed: {now} (was {before})"))
-            } else if !writes.is_empty() {
-                Err(format!("operator writes: {writes:?}"))
-            } else {
-                Ok(())
-            }
-        },
+    holds_untouched(
+        "the earlier resource's Secret",
+        client,
+        namespace,
+        mark,
+        &before,
     )
     .await;
 }
