@@ -912,6 +912,28 @@ mod tests {
         body
     }
 
+    /// The Event keymint publishes, as the API server records it.
+    async fn event_posted(handle: &mut Handle) -> Value {
+        expect(
+            handle,
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/team/events",
+            echo,
+        )
+        .await
+    }
+
+    /// The status keymint applies, answered with the whole object.
+    async fn status_applied(handle: &mut Handle) -> Value {
+        expect(
+            handle,
+            Method::PATCH,
+            "/apis/keymint.dev/v1alpha1/namespaces/team/apikeys/billing/status",
+            status_reply,
+        )
+        .await
+    }
+
     fn not_found(_: Value) -> (StatusCode, Value) {
         let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
         (StatusCode::NOT_FOUND, status)
@@ -944,20 +966,8 @@ mod tests {
             applied,
         )
         .await;
-        let event = expect(
-            &mut handle,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/team/events",
-            echo,
-        )
-        .await;
-        let status = expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/keymint.dev/v1alpha1/namespaces/team/apikeys/billing/status",
-            status_reply,
-        )
-        .await;
+        let event = event_posted(&mut handle).await;
+        let status = status_applied(&mut handle).await;
         finish(run).await;
         FirstMint {
             secret,
@@ -1040,20 +1050,8 @@ mod tests {
             answer,
         )
         .await;
-        let status = expect(
-            &mut handle,
-            Method::PATCH,
-            "/apis/keymint.dev/v1alpha1/namespaces/team/apikeys/billing/status",
-            status_reply,
-        )
-        .await;
-        let event = expect(
-            &mut handle,
-            Method::POST,
-            "/apis/events.k8s.io/v1/namespaces/team/events",
-            echo,
-        )
-        .await;
+        let status = status_applied(&mut handle).await;
+        let event = event_posted(&mut handle).await;
         finish(run).await;
         (status, event)
     }

@@ -431,21 +431,17 @@ pub fn needs_write(existing: Option<&Secret>, desired: &Secret) -> bool {
             || owned.data.iter().any(|k| !wanted.contains_key(k))
     };
     let owner_refs_differ = {
-        let wanted: BTreeSet<String> = desired
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .map(|r| r.uid.clone())
-            .collect();
-        let found: BTreeSet<String> = existing
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .map(|r| r.uid.clone())
-            .collect();
-        !wanted.is_subset(&found)
+        let uids = |secret: &Secret| -> BTreeSet<String> {
+            secret
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .map(|r| r.uid.clone())
+                .collect()
+        };
+        let wanted = uids(desired);
+        !wanted.is_subset(&uids(existing))
             || owned
                 .owner_reference_uids
                 .iter()
@@ -609,6 +605,10 @@ mod tests {
         classify(Some(secret), claim, signing_key(), status)
     }
 
+    fn tampered(secret: Secret, status: &KeyStatus) -> bool {
+        matches!(classified(secret, &CLAIM, Some(status)), Found::Tampered(_))
+    }
+
     /// The status keymint writes after issuing `record` to CLAIM's Secret.
     fn status_of(record: &KeyRecord) -> KeyStatus {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -725,10 +725,7 @@ mod tests {
             .as_mut()
             .expect("data")
             .insert(DATA_PREVIOUS_KEY.into(), ByteString(b"ak_planted".to_vec()));
-        assert!(matches!(
-            classified(secret, &CLAIM, Some(&status)),
-            Found::Tampered(_)
-        ));
+        assert!(tampered(secret, &status));
     }
 
     #[test]
@@ -772,10 +769,7 @@ mod tests {
             id: Some("OTHER".into()),
             ..status
         };
-        assert!(matches!(
-            classified(secret, &CLAIM, Some(&forged)),
-            Found::Tampered(_)
-        ));
+        assert!(tampered(secret, &forged));
     }
 
     #[test]

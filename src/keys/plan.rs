@@ -355,6 +355,16 @@ mod tests {
         panic!("this plan must not mint")
     }
 
+    /// The plan at `now` for `current` under `policy`.
+    fn planned(
+        now: Timestamp,
+        current: KeyRecord,
+        policy: ExpiryPolicy,
+        mint: fn() -> Result<NewKey, std::fmt::Error>,
+    ) -> Plan {
+        plan(now, &present(current), &wanted(policy), mint).expect("plan")
+    }
+
     #[test]
     fn first_key_is_minted_with_its_expiry_and_wake_up() {
         let plan = plan(
@@ -383,13 +393,7 @@ mod tests {
     #[test]
     fn an_up_to_date_key_changes_nothing() {
         let current = record(0, Some(100));
-        let plan = plan(
-            at(50),
-            &present(current.clone()),
-            &wanted(policy(Some(100), 10, 0)),
-            no_mint,
-        )
-        .expect("plan");
+        let plan = planned(at(50), current.clone(), policy(Some(100), 10, 0), no_mint);
         assert_eq!(plan.change, Change::None);
         assert_eq!(plan.record, current);
         assert_eq!(plan.wake_at, Some(at(90)));
@@ -398,21 +402,9 @@ mod tests {
     #[test]
     fn rotation_happens_at_expiry_minus_renew_before() {
         let current = record(0, Some(100));
-        let before = plan(
-            at(89),
-            &present(current.clone()),
-            &wanted(policy(Some(100), 10, 30)),
-            no_mint,
-        )
-        .expect("plan");
+        let before = planned(at(89), current.clone(), policy(Some(100), 10, 30), no_mint);
         assert_eq!(before.change, Change::None);
-        let plan = plan(
-            at(90),
-            &present(current),
-            &wanted(policy(Some(100), 10, 30)),
-            new_key,
-        )
-        .expect("plan");
+        let plan = planned(at(90), current, policy(Some(100), 10, 30), new_key);
         assert_eq!(plan.change, Change::Rotate(RotateReason::Scheduled));
         assert_eq!(plan.record.id, "NEW");
         assert_eq!(plan.record.rotations, 4);
@@ -433,13 +425,12 @@ mod tests {
 
     #[test]
     fn without_grace_period_no_previous_key_is_kept() {
-        let plan = plan(
+        let plan = planned(
             at(100),
-            &present(record(0, Some(100))),
-            &wanted(policy(Some(100), 0, 0)),
+            record(0, Some(100)),
+            policy(Some(100), 0, 0),
             new_key,
-        )
-        .expect("plan");
+        );
         assert_eq!(plan.change, Change::Rotate(RotateReason::Scheduled));
         assert_eq!(plan.record.previous, None);
     }
@@ -451,22 +442,10 @@ mod tests {
             id: "PREV".into(),
             until: at(30),
         });
-        let during = plan(
-            at(29),
-            &present(current.clone()),
-            &wanted(policy(Some(1000), 0, 30)),
-            no_mint,
-        )
-        .expect("plan");
+        let during = planned(at(29), current.clone(), policy(Some(1000), 0, 30), no_mint);
         assert_eq!(during.change, Change::None);
         assert_eq!(during.wake_at, Some(at(30)));
-        let after = plan(
-            at(30),
-            &present(current),
-            &wanted(policy(Some(1000), 0, 30)),
-            no_mint,
-        )
-        .expect("plan");
+        let after = planned(at(30), current, policy(Some(1000), 0, 30), no_mint);
         assert_eq!(after.change, Change::DropPrevious);
         assert_eq!(after.record.previous, None);
         assert_eq!(after.record.id, "OLD");
@@ -496,13 +475,7 @@ mod tests {
     #[test]
     fn editing_valid_for_reschedules_without_minting() {
         let current = record(0, Some(100));
-        let plan = plan(
-            at(10),
-            &present(current),
-            &wanted(policy(Some(500), 0, 0)),
-            no_mint,
-        )
-        .expect("plan");
+        let plan = planned(at(10), current, policy(Some(500), 0, 0), no_mint);
         assert_eq!(plan.change, Change::Reschedule);
         assert_eq!(plan.record.id, "OLD");
         assert_eq!(plan.record.expires_at, Some(at(500)));
@@ -512,13 +485,12 @@ mod tests {
 
     #[test]
     fn shortening_the_lifetime_into_the_past_rotates() {
-        let plan = plan(
+        let plan = planned(
             at(50),
-            &present(record(0, Some(100))),
-            &wanted(policy(Some(20), 0, 0)),
+            record(0, Some(100)),
+            policy(Some(20), 0, 0),
             new_key,
-        )
-        .expect("plan");
+        );
         assert_eq!(plan.change, Change::Rotate(RotateReason::Scheduled));
         assert_eq!(plan.record.expires_at, Some(at(70)));
     }
@@ -572,13 +544,7 @@ mod tests {
     fn after_expires_at_passes_keys_keep_the_predecessor_lifetime() {
         let mut policy = policy(None, 0, 0);
         policy.expires_at = Some(at(100));
-        let plan = plan(
-            at(100),
-            &present(record(40, Some(100))),
-            &wanted(policy),
-            new_key,
-        )
-        .expect("plan");
+        let plan = planned(at(100), record(40, Some(100)), policy, new_key);
         assert_eq!(plan.change, Change::Rotate(RotateReason::Scheduled));
         assert_eq!(plan.record.expires_at, Some(at(160)));
     }
