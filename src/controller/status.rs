@@ -132,18 +132,19 @@ pub fn blocked(
     // While a key is recorded, secretName keeps naming the Secret that holds
     // it: it is what tells keymint where it issued a key (a blocked move to
     // another Secret must never make that one look like keymint's).
-    if base.key_sha256.is_some() {
-        return KeyStatus {
-            observed_generation: generation,
-            conditions: vec![condition(current, ready, generation, now)],
-            ..base
-        };
-    }
+    let (secret_name, secret_namespace) = if base.key_sha256.is_some() {
+        (base.secret_name.clone(), base.secret_namespace.clone())
+    } else {
+        (
+            Some(secret_name.to_string()),
+            secret_namespace
+                .map(str::to_string)
+                .or(base.secret_namespace.clone()),
+        )
+    };
     KeyStatus {
-        secret_name: Some(secret_name.to_string()),
-        secret_namespace: secret_namespace
-            .map(str::to_string)
-            .or(base.secret_namespace.clone()),
+        secret_name,
+        secret_namespace,
         observed_generation: generation,
         conditions: vec![condition(current, ready, generation, now)],
         ..base
