@@ -66,23 +66,20 @@ pub async fn load_or_create(
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        // The answer is read as metadata only: the key never comes back.
-        let body = serde_json::to_vec(&secret).map_err(|e| format!("{where_}: {e}"));
-        let created = match body.and_then(|body| {
-            kube::core::Request::new(Secret::url_path(&(), Some(namespace)))
-                .create(&params, body)
-                .map_err(|e| format!("{where_}: {e}"))
-        }) {
-            Ok(mut request) => {
-                let result = client.request::<MetaOnly<Secret>>(request.clone()).await;
-                use zeroize::Zeroize;
-                request.body_mut().zeroize();
-                result
-            }
-            Err(error) => return Err(error),
-        };
         let mut secret = secret;
+        let body = serde_json::to_vec(&secret);
         super::secret::wipe(&mut secret);
+        let request = body
+            .map_err(|e| e.to_string())
+            .and_then(|body| {
+                kube::core::Request::new(Secret::url_path(&(), Some(namespace)))
+                    .create(&params, body)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("{where_}: {e}"))?;
+        // The answer is read as metadata only: the key never comes back. The
+        // request body moves into the HTTP client, which does not wipe it.
+        let created = client.request::<MetaOnly<Secret>>(request).await;
         match created {
             Ok(_) => return SigningKey::new(&bytes).map_err(|e| format!("{where_}: {e}")),
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
