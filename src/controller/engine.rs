@@ -11,15 +11,16 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::kinds::{Binding, Blocked, KeyResource};
 use super::lenient::{MetaOnly, Parsed};
+use super::owner::OwnerId;
 use super::pacing::SecretClaim;
 use super::reason::MAX_REQUEUE;
 use super::reason::{KeyEvent, Reason, Requeue};
@@ -90,6 +91,7 @@ pub async fn reconcile<K: KeyResource>(
 
 /// Where the resource's Secret goes. `namespace` is unknown only when the
 /// resource may not have a Secret where it asks.
+#[derive(Clone)]
 struct Target {
     namespace: Option<String>,
     secret_name: String,
@@ -136,12 +138,6 @@ enum Stop {
     Failed(Error),
 }
 
-impl From<kube::Error> for Stop {
-    fn from(error: kube::Error) -> Self {
-        Stop::Failed(error.into())
-    }
-}
-
 /// The preconditions, in order, each one a `?`.
 async fn prepare<K: KeyResource>(
     resource: &K,
@@ -167,9 +163,7 @@ async fn prepare<K: KeyResource>(
         .ok_or(Stop::Busy)?;
     let owner = resource.owner_id().to_string();
     let owner_uid = resource.meta().uid.clone().unwrap_or_default();
-    let fetched = read_secret(ctx, &namespace, &secret_name)
-        .await
-        .map_err(|stop| stop.at(&here))?;
+    let fetched = read_secret(ctx, &namespace, &here).await?;
     let status = resource.key_status();
     let ids = Claim {
         owner: &owner,
@@ -213,10 +207,7 @@ async fn prepare<K: KeyResource>(
         }
     };
     let policy = expiry_policy(resource.common()).map_err(|message| {
-        Stop::Blocked(
-            target(Some(&namespace)),
-            Blocked::new(Reason::InvalidSpec, message),
-        )
+        Stop::Blocked(here.clone(), Blocked::new(Reason::InvalidSpec, message))
     })?;
     Ok(Prepared {
         target: here,
@@ -239,46 +230,30 @@ impl Drop for Held {
     }
 }
 
-/// A stop whose target is known only to the caller.
-enum ReadStop {
-    Unreadable(String),
-    Failed(Error),
-}
-
-impl ReadStop {
-    fn at(self, target: &Target) -> Stop {
-        match self {
-            ReadStop::Unreadable(message) => Stop::Blocked(
-                Target {
-                    namespace: target.namespace.clone(),
-                    secret_name: target.secret_name.clone(),
-                },
-                Blocked::new(Reason::SecretUnreadable, message),
-            ),
-            ReadStop::Failed(error) => Stop::Failed(error),
-        }
-    }
-}
-
 /// The resource's own Secret, leniently read. A refusal (403...) or a body
 /// that fits no Secret is for the user to see; 5xx and throttling pass.
 async fn read_secret(
     ctx: &Context,
     namespace: &str,
-    name: &str,
-) -> Result<Option<Secret>, ReadStop> {
+    target: &Target,
+) -> Result<Option<Secret>, Stop> {
+    let name = &target.secret_name;
     let secrets = Api::<Parsed<Secret>>::namespaced(ctx.client.clone(), namespace);
+    let unreadable = |why: String| {
+        let message = format!("Secret {namespace}/{name} cannot be read: {why}");
+        Stop::Blocked(
+            target.clone(),
+            Blocked::new(Reason::SecretUnreadable, message),
+        )
+    };
     match secrets.get_opt(name).await {
         Ok(None) => Ok(None),
         Ok(Some(Parsed::Ok(secret))) => Ok(Some(secret)),
-        Ok(Some(Parsed::Unreadable { error, .. })) => Err(ReadStop::Unreadable(format!(
-            "Secret {namespace}/{name} cannot be read: {error}"
-        ))),
-        Err(kube::Error::Api(status)) if is_refusal(&status) => Err(ReadStop::Unreadable(format!(
-            "Secret {namespace}/{name} cannot be read: {}: {}",
-            status.reason, status.message
-        ))),
-        Err(error) => Err(ReadStop::Failed(error.into())),
+        Ok(Some(Parsed::Unreadable { error, .. })) => Err(unreadable(error)),
+        Err(kube::Error::Api(status)) if is_refusal(&status) => {
+            Err(unreadable(format!("{}: {}", status.reason, status.message)))
+        }
+        Err(error) => Err(Stop::Failed(error.into())),
     }
 }
 
@@ -440,8 +415,8 @@ async fn write_secret(
     desired: &mut Secret,
     name: &str,
 ) -> Result<(), WriteError> {
-    let stale = existing.and_then(|existing| secret::stale_fields(existing, desired));
-    if !secret::needs_write(existing, desired) && stale.is_none() {
+    let writes = secret::writes(existing, desired);
+    if !writes.apply && writes.remove.is_none() {
         return Ok(());
     }
     desired.metadata.resource_version = existing.and_then(|s| s.metadata.resource_version.clone());
@@ -460,7 +435,7 @@ async fn write_secret(
         .await
         .map_err(refused)?;
     ctx.record_own_write(&written.metadata);
-    if let Some(mut patch) = stale {
+    if let Some(mut patch) = writes.remove {
         patch["metadata"]["resourceVersion"] = json!(written.metadata.resource_version);
         let written = secrets
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -536,15 +511,7 @@ async fn unreadable_resource<K: KeyResource>(
     ctx: &Context,
 ) -> Action {
     let kind = K::kind(&()).to_string();
-    let object = format!(
-        "{kind}/{}{}",
-        metadata
-            .namespace
-            .as_ref()
-            .map(|n| format!("{n}/"))
-            .unwrap_or_default(),
-        metadata.name.as_deref().unwrap_or_default()
-    );
+    let object = OwnerId::of(&kind, metadata).to_string();
     warn!(object = %object, error = %error, "key resource cannot be read; skipped");
     let reference = ObjectReference {
         api_version: Some(K::api_version(&()).to_string()),
@@ -822,12 +789,7 @@ pub fn error_policy<K: KeyResource>(
     warn!(name = %object.name_any(), namespace = ?object.namespace(), error = ?error.to_string(), "reconcile failed");
     ctx.metrics
         .reconcile_failed(&K::kind(&()), error.category());
-    let object = match &*object {
-        Parsed::Ok(resource) => resource.owner_id().to_string(),
-        Parsed::Unreadable { metadata, .. } => {
-            format!("{:?}/{:?}", metadata.namespace, metadata.name)
-        }
-    };
+    let object = OwnerId::of(&K::kind(&()), object.meta()).to_string();
     // Transport errors, 5xx and conflicts pass: retry soon, but never in a
     // tight loop. (Refusals the user must see back off further, up to
     // MAX_BACKOFF, through `failed`.)

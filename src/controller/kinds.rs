@@ -80,11 +80,7 @@ pub trait KeyResource:
 
     /// The resource's identity as recorded on its Secret (`Kind/namespace/name`).
     fn owner_id(&self) -> OwnerId {
-        OwnerId {
-            kind: Self::kind(&()).to_string(),
-            namespace: self.namespace(),
-            name: self.name_any(),
-        }
+        OwnerId::of(&Self::kind(&()), self.meta())
     }
 }
 

@@ -22,6 +22,18 @@ impl fmt::Display for OwnerId {
     }
 }
 
+impl OwnerId {
+    /// The identity of an object of `kind` with this metadata (also for one
+    /// that could not be read as its kind).
+    pub fn of(kind: &str, metadata: &kube::api::ObjectMeta) -> Self {
+        OwnerId {
+            kind: kind.to_string(),
+            namespace: metadata.namespace.clone(),
+            name: metadata.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("an owner is Kind/name or Kind/namespace/name, each part non-empty")]
 pub struct NotAnOwner;

@@ -122,6 +122,12 @@ impl Pacing {
         lock(&self.failures).remove(object);
     }
 
+    /// Forgets the failures of resources `keep` no longer names (deleted).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        lock(&self.failures).retain(|object, _| keep(object));
+        lock(&self.events).retain(|(object, _), _| keep(object));
+    }
+
     /// A slot for a reconcile in `namespace`, unless it has its share in flight.
     pub fn enter(&self, namespace: &str) -> Option<InFlight> {
         let mut in_flight = lock(&self.in_flight);
@@ -186,6 +192,16 @@ mod tests {
         assert_eq!(pacing.failed("b"), Duration::from_secs(5));
         pacing.succeeded("a");
         assert_eq!(pacing.failed("a"), Duration::from_secs(5));
+        // A deleted resource's state goes; a present one's stays.
+        assert!(pacing.may_publish("gone", "KeyRotated"));
+        pacing.retain(|owner| owner == "b");
+        assert_eq!(
+            pacing.failed("a"),
+            Duration::from_secs(5),
+            "a was forgotten"
+        );
+        assert_eq!(pacing.failed("b"), Duration::from_secs(10), "b was kept");
+        assert!(lock(&pacing.events).is_empty());
     }
 
     #[test]

@@ -219,13 +219,14 @@ fn lister<K: KeyResource>(store: Store<Parsed<K>>) -> OwnerLister {
         store
             .state()
             .iter()
-            .filter_map(|key| key.ok().map(|key| key.owner_id().to_string()))
+            .map(|key| OwnerId::of(&K::kind(&()), key.meta()).to_string())
             .collect()
     })
 }
 
-/// Deleted resources are never reconciled again, so the metrics forget them
-/// by comparing with the caches now and then.
+/// Deleted resources are never reconciled again, so the metrics and the
+/// backoff state forget them by comparing with the caches now and then (a
+/// tenant creating and deleting resources cannot grow them).
 async fn forget_deleted(
     ctx: Arc<Context>,
     listers: Vec<OwnerLister>,
@@ -239,6 +240,7 @@ async fn forget_deleted(
             _ = tick.tick() => {
                 let present: HashSet<String> = listers.iter().flat_map(|list| list()).collect();
                 ctx.metrics.retain_keys(|owner| present.contains(owner));
+                ctx.pacing.retain(|owner| present.contains(owner));
             }
             _ = &mut stop => return,
         }

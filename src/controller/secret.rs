@@ -15,6 +15,7 @@ use crate::api::KeyStatus;
 use zeroize::Zeroizing;
 
 use crate::keys::plan::{Change, KeyRecord, Observed, PreviousKey};
+pub use crate::keys::signature::Claim;
 use crate::keys::signature::{SigningKey, Subject};
 use crate::keys::{sha256_hex, verify_checksum};
 
@@ -43,16 +44,6 @@ pub fn is_reserved_key(key: &str) -> bool {
     RESERVED_KEY_DOMAINS
         .iter()
         .any(|domain| prefix == *domain || prefix.ends_with(&format!(".{domain}")))
-}
-
-/// Who claims the Secret: the resource (by name and UID) and where its Secret goes.
-#[derive(Debug, Clone, Copy)]
-pub struct Claim<'a> {
-    /// `Kind/namespace/name` (or `Kind/name`).
-    pub owner: &'a str,
-    pub owner_uid: &'a str,
-    pub namespace: &'a str,
-    pub name: &'a str,
 }
 
 /// What was found at the Secret's name.
@@ -110,10 +101,10 @@ pub fn classify(
     let previous_sha256 = data_text(&secret, DATA_PREVIOUS_KEY).map(sha256_hex);
     let signed_for = |owner_uid: &str, record: &KeyRecord| {
         let subject = Subject {
-            owner: claim.owner,
-            owner_uid,
-            secret_namespace: claim.namespace,
-            secret_name: claim.name,
+            claim: Claim {
+                owner_uid,
+                ..*claim
+            },
             record,
             previous_key_sha256: previous_sha256.as_deref(),
         };
@@ -358,10 +349,7 @@ pub fn desired_secret(content: &SecretContent<'_>) -> Secret {
         .and(content.previous_key)
         .map(sha256_hex);
     let subject = Subject {
-        owner: claim.owner,
-        owner_uid: claim.owner_uid,
-        secret_namespace: claim.namespace,
-        secret_name: claim.name,
+        claim,
         record,
         previous_key_sha256: previous_key_sha256.as_deref(),
     };
@@ -408,14 +396,34 @@ pub fn desired_secret(content: &SecretContent<'_>) -> Secret {
     }
 }
 
-/// Whether applying `desired` would change anything: a value differs, or a
-/// field keymint owns (per `managedFields`) is no longer wanted. An up-to-date
-/// Secret is never written, so a resync makes no writes.
-pub fn needs_write(existing: Option<&Secret>, desired: &Secret) -> bool {
+/// The writes that bring a Secret to `desired`.
+#[derive(Debug, PartialEq)]
+pub struct Writes {
+    /// Applying `desired` changes something: a value differs, or a field
+    /// keymint owns (per `managedFields`) is no longer wanted. An up-to-date
+    /// Secret is never written, so a resync makes no writes.
+    pub apply: bool,
+    /// A JSON merge patch removing what apply cannot (see [`stale_fields`]).
+    pub remove: Option<Value>,
+}
+
+/// What it takes to bring `existing` to `desired`; keymint's field ownership
+/// is read from `managedFields` once for both answers.
+pub fn writes(existing: Option<&Secret>, desired: &Secret) -> Writes {
     let Some(existing) = existing else {
-        return true;
+        return Writes {
+            apply: true,
+            remove: None,
+        };
     };
     let owned = OwnedFields::of(&existing.metadata);
+    Writes {
+        apply: differs(existing, desired, &owned),
+        remove: stale_fields(existing, desired, &owned),
+    }
+}
+
+fn differs(existing: &Secret, desired: &Secret, owned: &OwnedFields) -> bool {
     let differs = |wanted: Option<&BTreeMap<String, String>>,
                    found: Option<&BTreeMap<String, String>>,
                    owned: &BTreeSet<String>| {
@@ -466,8 +474,7 @@ pub fn needs_write(existing: Option<&Secret>, desired: &Secret) -> bool {
 /// want, and server-side apply will not remove because keymint's field
 /// manager does not own them (someone erased its managedFields, or planted
 /// them): a JSON merge patch that removes them.
-pub fn stale_fields(existing: &Secret, desired: &Secret) -> Option<Value> {
-    let owned = OwnedFields::of(&existing.metadata);
+fn stale_fields(existing: &Secret, desired: &Secret, owned: &OwnedFields) -> Option<Value> {
     let wanted_data = desired.data.as_ref();
     let data: serde_json::Map<String, Value> = existing
         .data
@@ -869,8 +876,8 @@ mod tests {
         let record = record();
         let desired = written(&record);
         let mut existing = desired.clone();
-        assert!(!needs_write(Some(&existing), &desired));
-        assert!(needs_write(None, &desired));
+        assert!(!writes(Some(&existing), &desired).apply);
+        assert!(writes(None, &desired).apply);
 
         // The grace period ended: previous-key is no longer wanted but still owned.
         let mut without_previous = record.clone();
@@ -885,7 +892,7 @@ mod tests {
             }))),
             ..Default::default()
         }]);
-        assert!(needs_write(Some(&existing), &smaller));
+        assert!(writes(Some(&existing), &smaller).apply);
 
         // A field someone else added is not ours to remove.
         let mut with_foreign_label = desired.clone();
@@ -895,7 +902,7 @@ mod tests {
             .as_mut()
             .expect("labels")
             .insert("added-by-user".into(), "x".into());
-        assert!(!needs_write(Some(&with_foreign_label), &desired));
+        assert!(!writes(Some(&with_foreign_label), &desired).apply);
 
         // An edited value is written back.
         let mut edited = desired.clone();
@@ -904,7 +911,7 @@ mod tests {
             .as_mut()
             .expect("data")
             .insert(DATA_KEY.into(), ByteString(b"ak_other".to_vec()));
-        assert!(needs_write(Some(&edited), &desired));
+        assert!(writes(Some(&edited), &desired).apply);
     }
 
     mod properties {

@@ -74,14 +74,22 @@ impl SigningKey {
     }
 }
 
-/// Everything a signature vouches for.
+/// Who claims a Secret: the resource (by name and UID) and where its Secret
+/// goes. A signature binds a record to exactly this.
 #[derive(Debug, Clone, Copy)]
-pub struct Subject<'a> {
+pub struct Claim<'a> {
     /// `Kind/namespace/name` (or `Kind/name`) of the owning resource.
     pub owner: &'a str,
     pub owner_uid: &'a str,
-    pub secret_namespace: &'a str,
-    pub secret_name: &'a str,
+    /// The Secret's namespace and name.
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+/// Everything a signature vouches for.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub claim: Claim<'a>,
     pub record: &'a KeyRecord,
     /// SHA-256 of the previous key the Secret holds, if it holds one.
     pub previous_key_sha256: Option<&'a str>,
@@ -95,10 +103,10 @@ impl Subject<'_> {
         let time = |t: jiff::Timestamp| t.as_second().to_string();
         let fields: Vec<Option<String>> = vec![
             Some(SCHEME.into()),
-            Some(self.owner.into()),
-            Some(self.owner_uid.into()),
-            Some(self.secret_namespace.into()),
-            Some(self.secret_name.into()),
+            Some(self.claim.owner.into()),
+            Some(self.claim.owner_uid.into()),
+            Some(self.claim.namespace.into()),
+            Some(self.claim.name.into()),
             Some(record.id.clone()),
             Some(record.sha256.clone()),
             Some(time(record.created_at)),
@@ -148,12 +156,16 @@ mod tests {
         }
     }
 
+    const CLAIM: Claim<'static> = Claim {
+        owner: "APIKey/team/k",
+        owner_uid: "uid-1",
+        namespace: "team",
+        name: "k",
+    };
+
     fn subject(record: &KeyRecord) -> Subject<'_> {
         Subject {
-            owner: "APIKey/team/k",
-            owner_uid: "uid-1",
-            secret_namespace: "team",
-            secret_name: "k",
+            claim: CLAIM,
             record,
             previous_key_sha256: Some("ff"),
         }
@@ -193,19 +205,31 @@ mod tests {
         }
         let elsewhere = [
             Subject {
-                owner: "APIKey/team/other",
+                claim: Claim {
+                    owner: "APIKey/team/other",
+                    ..CLAIM
+                },
                 ..subject(&record)
             },
             Subject {
-                owner_uid: "uid-2",
+                claim: Claim {
+                    owner_uid: "uid-2",
+                    ..CLAIM
+                },
                 ..subject(&record)
             },
             Subject {
-                secret_namespace: "b",
+                claim: Claim {
+                    namespace: "b",
+                    ..CLAIM
+                },
                 ..subject(&record)
             },
             Subject {
-                secret_name: "s2",
+                claim: Claim {
+                    name: "s2",
+                    ..CLAIM
+                },
                 ..subject(&record)
             },
             Subject {
