@@ -122,8 +122,11 @@ pub fn classify(
             && let Some(status) = status
             && matches_status(record, status, claim.name)
         {
+            // What the status cannot vouch for is not kept: the previous key,
+            // and the bound UID (a ServiceAccountKey is re-issued once).
             let record = KeyRecord {
                 previous: None,
+                bound_uid: None,
                 ..record.clone()
             };
             return Found::Ours {
@@ -159,7 +162,8 @@ fn issued_here(status: &KeyStatus, claim: &Claim<'_>) -> bool {
             .is_none_or(|namespace| namespace == claim.namespace)
 }
 
-/// An unsigned record that says exactly what the status says.
+/// An unsigned record that says exactly what the status says, down to the
+/// rotate request it handled (a forged one would skip a requested rotation).
 fn matches_status(record: &KeyRecord, status: &KeyStatus, secret_name: &str) -> bool {
     let time =
         |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.as_ref().map(|t| t.0);
@@ -167,7 +171,9 @@ fn matches_status(record: &KeyRecord, status: &KeyStatus, secret_name: &str) -> 
         && status.id.as_deref() == Some(record.id.as_str())
         && status.key_sha256.as_deref() == Some(record.sha256.as_str())
         && time(&status.created_at) == Some(record.created_at)
+        && time(&status.updated_at) == Some(record.updated_at)
         && time(&status.expires_at) == record.expires_at
+        && status.last_rotate_request == record.rotate_request
         && status
             .rotations
             .and_then(|r| u64::try_from(r).ok())
@@ -624,7 +630,9 @@ mod tests {
             key_sha256: Some(record.sha256.clone()),
             secret_name: Some(CLAIM.name.into()),
             created_at: Some(Time(record.created_at)),
+            updated_at: Some(Time(record.updated_at)),
             expires_at: record.expires_at.map(Time),
+            last_rotate_request: record.rotate_request.clone(),
             rotations: Some(i64::try_from(record.rotations).expect("small")),
             ..Default::default()
         }
@@ -771,7 +779,17 @@ mod tests {
             panic!("a record written before signing is adopted when the status agrees");
         };
         assert_eq!(adopted.previous, None);
+        assert_eq!(adopted.bound_uid, None);
         assert_eq!(adopted.id, record.id);
+        // A forged "rotate request handled" would skip the requested rotation.
+        let mut skipping = secret.clone();
+        skipping
+            .metadata
+            .annotations
+            .as_mut()
+            .expect("annotations")
+            .insert(ROTATE_REQUEST_HANDLED.into(), "the-pending-request".into());
+        assert!(tampered(skipping, &status));
         let forged = KeyStatus {
             id: Some("OTHER".into()),
             ..status
