@@ -111,7 +111,15 @@ pub fn classify(
         signature.is_some_and(|signature| key.verify(&subject, signature))
     };
     if let Some(record) = &record {
-        if signed_for(claim.owner_uid, record) {
+        // A genuine but older record put back (an earlier version of the
+        // Secret) would bring a rotated-out key back: the status, which
+        // follows every record keymint writes, is never newer than the
+        // current one.
+        let rolled_back = status
+            .filter(|status| issued_here(status, claim))
+            .and_then(|status| status.updated_at.as_ref())
+            .is_some_and(|published| published.0 > record.updated_at);
+        if signed_for(claim.owner_uid, record) && !rolled_back {
             let record = record.clone();
             return Found::Ours {
                 secret: Box::new(secret),
@@ -741,6 +749,29 @@ mod tests {
             .expect("data")
             .insert(DATA_PREVIOUS_KEY.into(), ByteString(b"ak_planted".to_vec()));
         assert!(tampered(secret, &status));
+    }
+
+    #[test]
+    fn an_earlier_signed_record_put_back_is_tampered_not_adopted() {
+        let record = record();
+        let earlier = written(&record);
+        let later = KeyRecord {
+            id: "NEWER".into(),
+            updated_at: record.updated_at + jiff::SignedDuration::from_secs(60),
+            ..record.clone()
+        };
+        let status = status_of(&later);
+        assert!(tampered(earlier, &status));
+        // The current record (or one newer than the status, after a crash
+        // between the two writes) is ours.
+        assert!(matches!(
+            classified(written(&later), &CLAIM, Some(&status)),
+            Found::Ours { .. }
+        ));
+        assert!(matches!(
+            classified(written(&later), &CLAIM, Some(&status_of(&record))),
+            Found::Ours { .. }
+        ));
     }
 
     #[test]
