@@ -9,6 +9,7 @@ HELM_VERSION       := v3.21.4
 CLUSTER_DIR        := $(CURDIR)/.cluster
 VENV               := $(CURDIR)/.venv
 CONTROLPLANE_STAMP := bin/.controlplane-$(shell sha256sum tests/controlplane/go.sum | cut -c1-16)
+NODE_STAMP         := bin/.node-$(shell cat tests/node/go.sum tests/node/build.sh tests/controlplane/go.sum | sha256sum | cut -c1-16)
 export PATH        := $(CURDIR)/bin:$(VENV)/bin:$(PATH)
 export GOTOOLCHAIN := local
 
@@ -23,17 +24,25 @@ run: controlplane tools build ## local control plane + CRDs + operator + example
 	scripts/run.sh
 
 .PHONY: test
-test: controlplane tools ## unit tests, CRD golden files, and integration tests against the local control plane
+test: controlplane node tools ## unit tests, CRD golden files, and integration tests against the local control plane
 	cargo test --workspace --all-targets --locked
 
 ## ---- building blocks ----
 
 .PHONY: controlplane
-controlplane: $(CONTROLPLANE_STAMP) ## build etcd, kube-apiserver, kube-controller-manager into bin/ (only when go.sum changes)
+controlplane: $(CONTROLPLANE_STAMP) ## build etcd, kube-apiserver, kube-controller-manager (and the node's kubelet, kube-scheduler, kube-proxy) into bin/ (only when go.sum changes)
 
 $(CONTROLPLANE_STAMP): tests/controlplane/go.mod tests/controlplane/go.sum tests/controlplane/build.sh
 	rm -f bin/.controlplane-*
 	tests/controlplane/build.sh bin
+	touch $@
+
+.PHONY: node
+node: controlplane $(NODE_STAMP) ## containerd, runc shim, CNI plugins, pause image into bin/ for the node suite (root; runc/iptables from Debian)
+
+$(NODE_STAMP): tests/node/go.mod tests/node/go.sum tests/node/build.sh
+	rm -f bin/.node-*
+	tests/node/build.sh bin
 	touch $@
 
 .PHONY: tools

@@ -4,7 +4,7 @@
 //! the one control plane a test binary shares.
 
 use std::fs;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -69,6 +69,9 @@ pub struct ControlPlane {
     processes: Mutex<Vec<(&'static str, Child)>>,
     ports: Ports,
     pub(crate) tokens: StaticTokens,
+    /// Where the API server listens and what it advertises: loopback, or the
+    /// node's host address (see [`Options::node_address`]).
+    pub(crate) address: Ipv4Addr,
 }
 
 /// Options for [`ControlPlane::start`].
@@ -76,6 +79,11 @@ pub struct ControlPlane {
 pub struct Options {
     /// Use this directory (created if missing) instead of a temporary one.
     pub dir: Option<PathBuf>,
+    /// Serve a real node: the API server listens on and advertises this
+    /// host address (reachable from Pods, so the `kubernetes` Service has an
+    /// endpoint), authorizes kubelets with the Node authorizer, and the
+    /// controller-manager runs the controllers Pods and Services need.
+    pub node_address: Option<Ipv4Addr>,
 }
 
 impl ControlPlane {
@@ -102,16 +110,18 @@ impl ControlPlane {
                 (tmp.path().to_path_buf(), Some(tmp))
             }
         };
+        let address = options.node_address.unwrap_or(Ipv4Addr::LOCALHOST);
         let mut last_error = None;
         for attempt in 1..=START_ATTEMPTS {
             let ports = Ports::pick()?;
             let mut plane = ControlPlane {
                 dir: dir.clone(),
                 _tempdir: None,
-                server: format!("https://127.0.0.1:{}", ports.apiserver),
+                server: format!("https://{address}:{}", ports.apiserver),
                 processes: Mutex::new(Vec::new()),
                 ports,
                 tokens: StaticTokens::generate(),
+                address,
             };
             match plane.boot() {
                 Ok(()) => {
@@ -246,19 +256,16 @@ impl ControlPlane {
     /// Starts (or restarts, after [`ControlPlane::stop_component`]) kube-apiserver.
     pub fn start_apiserver(&self) -> Result<()> {
         let dir = self.dir.display();
-        let args = vec![
+        let mut args = vec![
             format!("--etcd-servers={}", self.etcd_url()),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
-            // A loopback advertise address is refused by the endpoint reconciler; nothing here needs it.
-            "--endpoint-reconciler-type=none".into(),
+            format!("--bind-address={}", self.address),
+            format!("--advertise-address={}", self.address),
             format!("--secure-port={}", self.ports.apiserver),
             format!("--cert-dir={dir}/certs"),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            format!("--service-cluster-ip-range={}", crate::node::SERVICE_SUBNET),
             format!("--service-account-issuer={}", self.server),
             format!("--service-account-key-file={dir}/sa.pub"),
             format!("--service-account-signing-key-file={dir}/sa.key"),
-            "--authorization-mode=RBAC".into(),
             format!("--token-auth-file={dir}/tokens.csv"),
             "--allow-privileged=true".into(),
             format!("--audit-policy-file={dir}/audit-policy.yaml"),
@@ -266,18 +273,58 @@ impl ControlPlane {
             "--audit-log-maxsize=0".into(),
             "--v=0".into(),
         ];
+        if self.serves_node() {
+            // The endpoint reconciler publishes the `kubernetes` Service's endpoint.
+            args.extend([
+                "--endpoint-reconciler-type=lease".into(),
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+            ]);
+        } else {
+            args.extend([
+                // A loopback advertise address is refused by the endpoint reconciler; nothing here needs it.
+                "--endpoint-reconciler-type=none".into(),
+                "--authorization-mode=RBAC".into(),
+            ]);
+        }
         self.spawn("kube-apiserver", &args)
     }
 
+    /// The pids of the running components.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.lock_processes()
+            .iter()
+            .map(|(_, child)| child.id())
+            .collect()
+    }
+
+    /// Whether this control plane was started for a real node.
+    pub fn serves_node(&self) -> bool {
+        !self.address.is_loopback()
+    }
+
     fn start_controller_manager(&self) -> Result<()> {
-        let args = vec![
+        let mut controllers = String::from(
+            "garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller,serviceaccount-controller,deployment-controller,replicaset-controller",
+        );
+        let mut args = Vec::new();
+        if self.serves_node() {
+            // kube-root-ca.crt (projected token volumes never mount without it),
+            // the not-ready taint lifted, Service endpoints, finished Pods collected.
+            controllers.push_str(",root-ca-certificate-publisher-controller,node-lifecycle-controller,endpointslice-controller,pod-garbage-collector-controller");
+            args.push(format!(
+                "--root-ca-file={}",
+                self.serving_certificate_path().display()
+            ));
+        }
+        args.extend([
             format!("--kubeconfig={}", self.kubeconfig_path().display()),
             "--leader-elect=false".into(),
-            "--controllers=garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller,serviceaccount-controller,deployment-controller,replicaset-controller".into(),
+            format!("--controllers={controllers}"),
             "--secure-port=0".into(),
             "--concurrent-gc-syncs=5".into(),
             "--v=0".into(),
-        ];
+        ]);
         self.spawn("kube-controller-manager", &args)
     }
 
@@ -290,7 +337,7 @@ impl ControlPlane {
         processes.retain(|(name, _)| *name != component);
     }
 
-    fn check_alive(&self) -> Result<()> {
+    pub(crate) fn check_alive(&self) -> Result<()> {
         let mut processes = self.lock_processes();
         for (component, child) in processes.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {

@@ -11,6 +11,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+use crate::node::NODE_NAME;
 use crate::{ControlPlane, Error, Result, io_err};
 
 /// User name of the admin identity (group `system:masters`).
@@ -29,6 +30,8 @@ pub(crate) struct StaticTokens {
     pub(crate) admin: String,
     pub(crate) operator: String,
     pub(crate) standby: String,
+    /// The node's kubelet: `system:node:<name>` in `system:nodes`.
+    pub(crate) node: String,
 }
 
 impl StaticTokens {
@@ -37,6 +40,7 @@ impl StaticTokens {
             admin: random_token(),
             operator: random_token(),
             standby: random_token(),
+            node: random_token(),
         }
     }
 
@@ -44,8 +48,8 @@ impl StaticTokens {
     /// every identity the tests need that is not a ServiceAccount must be here.
     pub(crate) fn token_auth_file(&self) -> String {
         format!(
-            "{},{ADMIN_USER},uid-admin,\"system:masters\"\n{},{OPERATOR_USER},uid-operator,\"system:masters\"\n{},{STANDBY_OPERATOR_USER},uid-standby,\"system:masters\"\n",
-            self.admin, self.operator, self.standby
+            "{},{ADMIN_USER},uid-admin,\"system:masters\"\n{},{OPERATOR_USER},uid-operator,\"system:masters\"\n{},{STANDBY_OPERATOR_USER},uid-standby,\"system:masters\"\n{},system:node:{NODE_NAME},uid-node,\"system:nodes\"\n",
+            self.admin, self.operator, self.standby, self.node
         )
     }
 }
@@ -99,7 +103,7 @@ impl ControlPlane {
         )
     }
 
-    fn write_kubeconfig(&self, path: &Path, user: &str, token: &str) -> Result<()> {
+    pub(crate) fn write_kubeconfig(&self, path: &Path, user: &str, token: &str) -> Result<()> {
         let config = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: keymint-local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: keymint-local\n  context:\n    cluster: keymint-local\n    user: {user}\n    namespace: default\ncurrent-context: keymint-local\n",
             server = self.server,

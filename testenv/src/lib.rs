@@ -8,6 +8,7 @@
 //!
 //! - `controlplane`: starting, stopping and restarting the components, readiness;
 //! - `process`: child processes tied to the test process;
+//! - `node`: a real node (containerd, kubelet, kube-scheduler, kube-proxy), root only;
 //! - `identity`: token identities, kubeconfigs, clients, ServiceAccounts;
 //! - `audit`: audit events and counting them;
 //! - `wait`: [`eventually`].
@@ -20,12 +21,14 @@ use std::time::Duration;
 mod audit;
 mod controlplane;
 mod identity;
+mod node;
 mod process;
 mod wait;
 
 pub use audit::{AuditEvent, AuditObjectRef, AuditResponseStatus, AuditUser};
 pub use controlplane::{ControlPlane, Options, bin_dir, free_port};
 pub use identity::{ADMIN_USER, OPERATOR_USER, STANDBY_OPERATOR_USER, rule};
+pub use node::{HOST_ADDRESS, NODE_NAME, Node, POD_SUBNET, SERVICE_SUBNET, clean_node_leftovers};
 pub use process::spawn_tied_to_process;
 pub use wait::eventually;
 
@@ -43,6 +46,8 @@ pub enum Error {
     },
     #[error("control plane not ready within {0:?}: {1}")]
     NotReady(Duration, String),
+    #[error("node: {0}")]
+    Node(String),
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
     #[error("kubernetes API: {0}")]

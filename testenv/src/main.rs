@@ -1,15 +1,22 @@
 //! `keymint-testenv up [DIR]`: starts the local control plane for people
 //! (`make cluster-up`, `make run`), prints where its kubeconfig is, and stops
 //! it on Ctrl-C or SIGTERM.
+//!
+//! `keymint-testenv node`: the same with a real node (root only; one per
+//! machine; its control plane lives in a temporary directory).
 
 use std::path::PathBuf;
 
-use keymint_testenv::{ControlPlane, Options};
+use keymint_testenv::{ControlPlane, Node, Options};
 
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
-    let (Some("up"), dir) = (args.next().as_deref(), args.next()) else {
-        eprintln!("usage: keymint-testenv up [DIR]");
+    let command = args.next();
+    if command.as_deref() == Some("node") {
+        return node();
+    }
+    let (Some("up"), dir) = (command.as_deref(), args.next()) else {
+        eprintln!("usage: keymint-testenv up [DIR] | keymint-testenv node");
         return std::process::ExitCode::from(2);
     };
     let dir = dir
@@ -24,7 +31,10 @@ fn main() -> std::process::ExitCode {
     };
     // A long-lived cluster starts from an empty etcd each time.
     let _ = std::fs::remove_dir_all(dir.join("etcd"));
-    let plane = match ControlPlane::start(Options { dir: Some(dir) }) {
+    let plane = match ControlPlane::start(Options {
+        dir: Some(dir),
+        ..Options::default()
+    }) {
         Ok(plane) => plane,
         Err(error) => {
             eprintln!("keymint-testenv: {error}");
@@ -33,14 +43,44 @@ fn main() -> std::process::ExitCode {
     };
     println!("control plane ready at {}", plane.server());
     println!("export KUBECONFIG={}", plane.kubeconfig_path().display());
+    wait_for_stop_signal();
+    println!("stopping the control plane");
+    plane.stop();
+    std::process::ExitCode::SUCCESS
+}
+
+fn node() -> std::process::ExitCode {
+    let node = match Node::start() {
+        Ok(node) => node,
+        Err(error) => {
+            eprintln!("keymint-testenv: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let plane = node.control_plane();
+    println!("node ready at {}", plane.server());
+    println!("export KUBECONFIG={}", plane.kubeconfig_path().display());
+    wait_for_stop_signal();
+    println!("stopping the node");
+    match node.stop() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("keymint-testenv: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Blocks until Ctrl-C or SIGTERM.
+fn wait_for_stop_signal() {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("keymint-testenv: {error}");
-            return std::process::ExitCode::FAILURE;
+            eprintln!("keymint-testenv: cannot wait for signals: {error}");
+            return;
         }
     };
     runtime.block_on(async {
@@ -57,7 +97,4 @@ fn main() -> std::process::ExitCode {
             }
         }
     });
-    println!("stopping the control plane");
-    plane.stop();
-    std::process::ExitCode::SUCCESS
 }

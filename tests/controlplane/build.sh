@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the control plane binaries declared as `tool`s in go.mod into bin/
+# Builds the control plane and node binaries declared as `tool`s in go.mod into bin/
 # (static, trimmed, stamped with the real Kubernetes version so `kubectl
 # version` and Helm's kubeVersion checks see e.g. v1.37.2, not v0.0.0-master).
 set -euo pipefail
@@ -24,3 +24,7 @@ build() {
 build etcd go.etcd.io/etcd/server/v3
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
+# The node's Kubernetes parts (the node suite; `make run` needs none of them).
+build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
+build kubelet k8s.io/kubernetes/cmd/kubelet
+build kube-proxy k8s.io/kubernetes/cmd/kube-proxy

@@ -35,6 +35,9 @@ go mod edit -require="go.etcd.io/etcd/server/v3@${etcd_version}"
 
 go mod edit -tool=k8s.io/kubernetes/cmd/kube-apiserver \
             -tool=k8s.io/kubernetes/cmd/kube-controller-manager \
+            -tool=k8s.io/kubernetes/cmd/kube-scheduler \
+            -tool=k8s.io/kubernetes/cmd/kubelet \
+            -tool=k8s.io/kubernetes/cmd/kube-proxy \
             -tool=go.etcd.io/etcd/server/v3
 go mod tidy
 echo "${version}" > KUBERNETES_VERSION
