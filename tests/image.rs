@@ -67,23 +67,7 @@ fn image() -> &'static Image {
 fn build_and_read() -> Result<Image, String> {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image");
     let profile = std::env::var("KEYMINT_IMAGE_PROFILE").unwrap_or_else(|_| "dev".to_string());
-    let script = repo().join("scripts/build-image.sh");
-    let output = Command::new(&script)
-        .current_dir(repo())
-        .env("KEYMINT_IMAGE_DIR", &out)
-        .env("KEYMINT_IMAGE_PROFILE", &profile)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", script.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{} failed ({}):\n{}{}",
-            script.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
+    keymint_test_support::node::build_image(&out, &profile)?;
     let layout = out.join("keymint-oci");
     let mut image = read_layout(&layout, &out.join("keymint-rootfs"))
         .map_err(|e| format!("{}: {e}", layout.display()))?;

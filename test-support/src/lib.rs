@@ -12,6 +12,8 @@
 //! - [`audit`]: counting the API server's audit events by user, verb and object;
 //! - [`raw`]: objects as raw JSON, for what typed clients cannot parse;
 //! - [`helm`]: the chart and `bin/helm`;
+//! - [`node`]: the real node, the operator image on it, the README's Helm
+//!   install commands, Pods and what their processes run as;
 //! - `argocd` (feature `argocd`): Argo CD's Lua sandbox and keymint's
 //!   customizations and fixtures for it.
 
@@ -21,6 +23,7 @@ pub mod audit;
 pub mod builders;
 pub mod cluster;
 pub mod helm;
+pub mod node;
 pub mod process;
 pub mod raw;
 pub mod waits;

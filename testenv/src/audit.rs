@@ -23,12 +23,28 @@ pub struct AuditEvent {
     pub request_uri: String,
     #[serde(default)]
     pub response_status: Option<AuditResponseStatus>,
+    /// Where the request came from (a Pod's address on the node).
+    #[serde(default, rename = "sourceIPs")]
+    pub source_ips: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuditUser {
     #[serde(default)]
     pub username: String,
+    /// For a Pod's ServiceAccount token: `authentication.kubernetes.io/pod-name` and more.
+    #[serde(default)]
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl AuditUser {
+    /// The Pod whose bound ServiceAccount token made the request, if any.
+    pub fn pod_name(&self) -> Option<&str> {
+        self.extra
+            .get("authentication.kubernetes.io/pod-name")
+            .and_then(|names| names.first())
+            .map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -28,7 +28,9 @@ mod wait;
 pub use audit::{AuditEvent, AuditObjectRef, AuditResponseStatus, AuditUser};
 pub use controlplane::{ControlPlane, Options, bin_dir, free_port};
 pub use identity::{ADMIN_USER, OPERATOR_USER, STANDBY_OPERATOR_USER, rule};
-pub use node::{HOST_ADDRESS, NODE_NAME, Node, POD_SUBNET, SERVICE_SUBNET, clean_node_leftovers};
+pub use node::{
+    HOST_ADDRESS, NODE_NAME, Node, POD_SUBNET, SERVICE_SUBNET, clean_node_leftovers, node_leftovers,
+};
 pub use process::spawn_tied_to_process;
 pub use wait::eventually;
 

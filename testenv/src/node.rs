@@ -411,11 +411,21 @@ impl Node {
             .and_then(|rest| rest.split_whitespace().next())
             .ok_or_else(|| Error::Node(format!("ctr images import named no image: {output}")))?
             .to_string();
+        // The CRI resolves an image by the first of its names, normalised
+        // (`keymint:0.1.0` is `docker.io/library/keymint:0.1.0`): that form
+        // must exist too. Names are only added, never removed (the CRI's
+        // cache would keep a removed one).
+        if !imported.contains('/') {
+            self.ctr(&[
+                "images",
+                "tag",
+                "--force",
+                &imported,
+                &format!("docker.io/library/{imported}"),
+            ])?;
+        }
         if imported != reference {
             self.ctr(&["images", "tag", "--force", &imported, reference])?;
-            // The CRI resolves an image by any of its names; a name that is not
-            // a normalised reference (`import-<date>:<tag>`) breaks that.
-            self.ctr(&["images", "rm", &imported])?;
         }
         Ok(())
     }
@@ -636,4 +646,65 @@ conntrack:
 "#,
         kubeconfig = kubeconfig.display(),
     )
+}
+
+/// What a node run left on this machine, one line per thing (empty when
+/// clean): processes naming the node's directories (its shims too), kubepods
+/// cgroups, mounts under the node's directories, its network links,
+/// kube-proxy's iptables chains, and the directories themselves.
+pub fn node_leftovers() -> Vec<String> {
+    let mut left = Vec::new();
+    let under_node =
+        |text: &str| text.contains(&format!("{ROOT}/")) || text.contains(&format!("{RUN}/"));
+    let own_pid = std::process::id().to_string();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == own_pid {
+            continue;
+        }
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("cleanup.sh") {
+            continue;
+        }
+        // Shims name the node's containerd socket (`-address`).
+        if under_node(&cmdline) {
+            left.push(format!("process {pid}: {}", cmdline.trim()));
+        }
+    }
+    for controller in fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let kubepods = controller.path().join("kubepods");
+        if kubepods.exists() {
+            left.push(format!("cgroup {}", kubepods.display()));
+        }
+    }
+    if let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") {
+        for line in mountinfo.lines() {
+            if let Some(point) = line.split_whitespace().nth(4)
+                && under_node(&format!("{point}/"))
+            {
+                left.push(format!("mount {point}"));
+            }
+        }
+    }
+    for link in [BRIDGE, HOST_LINK] {
+        if Path::new("/sys/class/net").join(link).exists() {
+            left.push(format!("network link {link}"));
+        }
+    }
+    if run("iptables", &["-t", "nat", "-S", "KUBE-SERVICES"]).is_ok() {
+        left.push("iptables nat chain KUBE-SERVICES".into());
+    }
+    for dir in [ROOT, RUN] {
+        if Path::new(dir).exists() {
+            left.push(format!("directory {dir}"));
+        }
+    }
+    left
 }
