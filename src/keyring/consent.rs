@@ -65,13 +65,14 @@ mod tests {
     fn consent_table() {
         let team = labels(&[("team", "billing")]);
         let unlabelled = labels(&[]);
-        let rows: Vec<(
-            &str,
+        type Row<'a> = (
+            &'a str,
             AllowedFrom,
-            &str,
-            Option<&BTreeMap<String, String>>,
+            &'a str,
+            Option<&'a BTreeMap<String, String>>,
             bool,
-        )> = vec![
+        );
+        let rows: Vec<Row<'_>> = vec![
             ("svc", AllowedFrom::Same, "svc", None, true),
             ("svc", AllowedFrom::Same, "client", Some(&team), false),
             ("svc", AllowedFrom::All, "client", None, true),
