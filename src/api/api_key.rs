@@ -48,6 +48,15 @@ key_kind! {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(length(max = MAX_DESCRIPTION_LENGTH))]
         pub description: Option<String>,
+
+        /// Key rings (the verifying services' `KeyRing`s) this key joins, at
+        /// most 8, e.g. `[{name: billing-api, namespace: billing}]`. A ring lists
+        /// the key's id and hash (never the key) for its verify server, if the
+        /// ring accepts this namespace; otherwise the key reports `Ready=False`,
+        /// reason `KeyRingNotAllowed`, and is not added.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[schemars(length(max = super::key_ring::MAX_KEY_RINGS))]
+        pub key_rings: Vec<super::key_ring::KeyRingRef>,
     }
 }
 
@@ -65,6 +74,7 @@ impl ApiKeySpec {
             common: KeySpecCommon::default(),
             permissions: permissions.into_iter().map(Into::into).collect(),
             description: None,
+            key_rings: Vec::new(),
         }
     }
 }

@@ -510,7 +510,7 @@ fn template_annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::S
 
 /// `metav1.Condition` with the bounds upstream declares for it (so CEL cost
 /// estimates and stored sizes stay bounded), as a list keyed by `type`.
-fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(super) fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     object_schema(json!({
         "type": "array",
         "maxItems": 16,

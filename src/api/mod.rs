@@ -1,5 +1,6 @@
 //! The keymint API, group `keymint.dev`, version `v1alpha1`: the custom
 //! resources [`RootKey`], [`ServiceAccountKey`] and [`ApiKey`] (kind `APIKey`),
+//! the verifying side's [`KeyRing`],
 //! their shared spec fields and status, the names keymint puts on Secrets, and
 //! the CRDs generated from the types.
 
@@ -72,6 +73,7 @@ macro_rules! key_kind {
 
 mod api_key;
 mod common;
+mod key_ring;
 pub mod names;
 mod root_key;
 mod schema;
@@ -87,6 +89,10 @@ pub use common::{
     DEFAULT_ENTROPY_BITS, DURATION_MAX_LENGTH, DURATION_PATTERN, DeletionPolicy, KEY_ID_PATTERN,
     KeyFormat, KeySpec, KeySpecCommon, KeyStatus, MAX_DURATION_STR, MAX_ENTROPY_BITS,
     MIN_ENTROPY_BITS, PREFIX_PATTERN, RESERVED_APP_KEYS, RESERVED_KEY_DOMAINS, SecretTemplate,
+};
+pub use key_ring::{
+    AllowedNamespaces, KeyRing, KeyRingRef, KeyRingSpec, KeyRingStatus, MAX_KEY_RINGS,
+    NamespacesFrom,
 };
 pub use root_key::{RootKey, RootKeySpec};
 pub use schema::{DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_PATTERN, RFC3339_PATTERN};
@@ -106,9 +112,14 @@ pub use names::*;
 /// Condition type reported on every key resource.
 pub const CONDITION_READY: &str = "Ready";
 
-/// The CRDs of all keymint resources: RootKey, ServiceAccountKey, APIKey.
+/// The CRDs of all keymint resources: RootKey, ServiceAccountKey, APIKey, KeyRing.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![RootKey::crd(), ServiceAccountKey::crd(), ApiKey::crd()]
+    vec![
+        RootKey::crd(),
+        ServiceAccountKey::crd(),
+        ApiKey::crd(),
+        KeyRing::crd(),
+    ]
 }
 
 /// All CRDs as one multi-document YAML stream.

@@ -32,6 +32,15 @@ key_kind! {
         /// to, e.g. `billing-worker`. Required.
         #[schemars(regex(pattern = DNS1123_SUBDOMAIN_PATTERN), length(min = 1, max = 253))]
         pub service_account_name: String,
+
+        /// Key rings (the verifying services' `KeyRing`s) this key joins, at
+        /// most 8, e.g. `[{name: billing-api, namespace: billing}]`. A ring lists
+        /// the key's id and hash (never the key) for its verify server, if the
+        /// ring accepts this namespace; otherwise the key reports `Ready=False`,
+        /// reason `KeyRingNotAllowed`, and is not added.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[schemars(length(max = super::key_ring::MAX_KEY_RINGS))]
+        pub key_rings: Vec<super::key_ring::KeyRingRef>,
     }
 }
 
@@ -44,6 +53,7 @@ impl ServiceAccountKeySpec {
         Self {
             common: KeySpecCommon::default(),
             service_account_name: service_account_name.into(),
+            key_rings: Vec::new(),
         }
     }
 }
