@@ -24,6 +24,7 @@ use super::owner::OwnerId;
 use super::pacing::SecretClaim;
 use super::reason::MAX_REQUEUE;
 use super::reason::{KeyEvent, Reason, Requeue};
+use super::ring;
 use super::secret::{self, Claim, Foreign, Found, SecretContent};
 use super::status::{self, Ready};
 use super::{Context, Error, FIELD_MANAGER, Result};
@@ -385,10 +386,18 @@ async fn issue<K: KeyResource>(
             // Only a cluster-scoped resource says where its Secret is.
             secret_namespace: resource.meta().namespace.is_none().then_some(namespace),
             generation: resource.meta().generation,
-            ready: Ready::issued(format!(
-                "Key {} issued to Secret {namespace}/{}{expires_note}",
-                plan.record.id, target.secret_name
-            )),
+            ready: match ring::refusal_for(resource, ctx).await? {
+                // The key is issued; a ring it names does not take it.
+                Some(refused) => Ready {
+                    status: false,
+                    reason: refused.reason.as_str().into(),
+                    message: refused.message,
+                },
+                None => Ready::issued(format!(
+                    "Key {} issued to Secret {namespace}/{}{expires_note}",
+                    plan.record.id, target.secret_name
+                )),
+            },
         },
         now,
     );

@@ -16,7 +16,9 @@ use super::owner::OwnerId;
 use super::reason::Reason;
 use super::{Context, Result, Settings};
 use crate::api::names::about;
-use crate::api::{ApiKey, KeySpec, KeySpecCommon, KeyStatus, RootKey, ServiceAccountKey};
+use crate::api::{
+    ApiKey, KeyRing, KeyRingRef, KeySpec, KeySpecCommon, KeyStatus, RootKey, ServiceAccountKey,
+};
 
 /// Why a key cannot be issued right now (reported as `Ready=False`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +80,11 @@ pub trait KeyResource:
         async { Ok(Binding::Unbound) }
     }
 
+    /// The KeyRings the key asks to join (`spec.keyRings`); none for RootKeys.
+    fn key_rings(&self) -> &[KeyRingRef] {
+        &[]
+    }
+
     /// The resource's identity as recorded on its Secret (`Kind/namespace/name`).
     fn owner_id(&self) -> OwnerId {
         OwnerId::of(&Self::kind(&()), self.meta())
@@ -124,7 +131,7 @@ macro_rules! trimmed_key_resource {
         }
     )*};
 }
-trimmed_key_resource!(RootKey, ServiceAccountKey, ApiKey);
+trimmed_key_resource!(RootKey, ServiceAccountKey, ApiKey, KeyRing);
 
 impl KeyResource for RootKey {
     fn api(client: kube::Client, _resource: &Self) -> Api<Parsed<Self>> {
@@ -156,6 +163,10 @@ impl KeyResource for RootKey {
 impl KeyResource for ServiceAccountKey {
     in_own_namespace!();
     spec_and_status_accessors!();
+
+    fn key_rings(&self) -> &[KeyRingRef] {
+        &self.spec.key_rings
+    }
 
     fn secret_annotations(&self) -> BTreeMap<String, String> {
         BTreeMap::from([(
@@ -194,6 +205,10 @@ fn service_account_missing(namespace: &str, name: &str, why: &str) -> Blocked {
 impl KeyResource for ApiKey {
     in_own_namespace!();
     spec_and_status_accessors!();
+
+    fn key_rings(&self) -> &[KeyRingRef] {
+        &self.spec.key_rings
+    }
 
     /// Permissions travel with the key so verifiers can read them; they never
     /// grant anything in Kubernetes.

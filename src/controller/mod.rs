@@ -9,6 +9,7 @@ pub mod owner;
 pub mod pacing;
 pub mod reason;
 pub mod record_key;
+pub mod ring;
 pub mod runner;
 pub mod secret;
 pub mod status;

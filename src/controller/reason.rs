@@ -29,6 +29,12 @@ pub enum Reason {
     NamespaceNotAllowed,
     /// The spec cannot be acted upon.
     InvalidSpec,
+    /// A KeyRing the key names does not exist.
+    KeyRingNotFound,
+    /// A KeyRing the key names does not accept keys from its namespace.
+    KeyRingNotAllowed,
+    /// A KeyRing the key names cannot list more keys.
+    KeyRingFull,
 }
 
 /// When to look at a resource again after it ended in a reason.
@@ -40,7 +46,7 @@ pub enum Requeue {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 11] = [
         Reason::KeyIssued,
         Reason::SecretConflict,
         Reason::SecretWriteFailed,
@@ -49,6 +55,9 @@ impl Reason {
         Reason::KeyExpired,
         Reason::NamespaceNotAllowed,
         Reason::InvalidSpec,
+        Reason::KeyRingNotFound,
+        Reason::KeyRingNotAllowed,
+        Reason::KeyRingFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +70,9 @@ impl Reason {
             Reason::KeyExpired => "KeyExpired",
             Reason::NamespaceNotAllowed => "NamespaceNotAllowed",
             Reason::InvalidSpec => "InvalidSpec",
+            Reason::KeyRingNotFound => "KeyRingNotFound",
+            Reason::KeyRingNotAllowed => "KeyRingNotAllowed",
+            Reason::KeyRingFull => "KeyRingFull",
         }
     }
 
@@ -78,7 +90,10 @@ impl Reason {
             | Reason::ServiceAccountNotFound
             | Reason::KeyExpired
             | Reason::NamespaceNotAllowed
-            | Reason::InvalidSpec => Requeue::After(MAX_REQUEUE),
+            | Reason::InvalidSpec
+            | Reason::KeyRingNotFound
+            | Reason::KeyRingNotAllowed
+            | Reason::KeyRingFull => Requeue::After(MAX_REQUEUE),
         }
     }
 }

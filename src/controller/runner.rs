@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::Api;
 use kube::runtime::controller::{Controller, Error as ControllerError};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -20,9 +20,10 @@ use tracing::{debug, warn};
 use super::engine::{error_policy, reconcile};
 use super::lenient::{MetaOnly, Parsed};
 use super::owner::OwnerId;
+use super::ring::{self, RingContext};
 use super::secret::{MANAGED_BY, MANAGED_BY_LABEL, OWNER};
 use super::{Context, KeyResource};
-use crate::api::{ApiKey, RootKey, ServiceAccountKey};
+use crate::api::{ApiKey, KeyRing, RootKey, ServiceAccountKey};
 
 const FORGET_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -152,7 +153,9 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         Scope::AllNamespaces => vec![None],
         Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
     };
-    for namespace in namespaces {
+    let mut api_key_stores = Vec::new();
+    let mut account_key_stores = Vec::new();
+    for namespace in &namespaces {
         let namespace = namespace.as_deref();
         let api_keys = Controller::new(
             namespaced_api::<Parsed<ApiKey>>(&client, namespace),
@@ -162,6 +165,13 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             namespaced_api::<MetaOnly<Secret>>(&client, namespace),
             managed_secrets(),
             secret_owners::<ApiKey>(&ctx),
+        );
+        let api_key_store = api_keys.store();
+        api_key_stores.push(api_key_store.clone());
+        let api_keys = api_keys.watches(
+            namespaced_api::<Parsed<KeyRing>>(&client, None),
+            key_resources(),
+            keys_naming(api_key_store),
         );
         listers.push(lister(api_keys.store()));
         tasks.push(Box::pin(drive(
@@ -175,8 +185,14 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             key_resources(),
         );
         let store = account_keys.store();
+        account_key_stores.push(store.clone());
         listers.push(lister(store.clone()));
         let account_keys = account_keys
+            .watches(
+                namespaced_api::<Parsed<KeyRing>>(&client, None),
+                key_resources(),
+                keys_naming(store.clone()),
+            )
             .watches(
                 namespaced_api::<MetaOnly<Secret>>(&client, namespace),
                 managed_secrets(),
@@ -207,8 +223,123 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             stopped(shutdown.clone()),
         )));
     }
+    let ring_context = Arc::new(RingContext {
+        ctx: ctx.clone(),
+        api_keys: api_key_stores,
+        account_keys: account_key_stores,
+    });
+    for namespace in namespaces {
+        tasks.push(Box::pin(drive_rings(
+            client.clone(),
+            namespace,
+            ring_context.clone(),
+            stopped(shutdown.clone()),
+        )));
+    }
     tasks.push(Box::pin(forget_deleted(ctx.clone(), listers, shutdown)));
     futures::future::join_all(tasks).await;
+}
+
+/// The keys of a store that name a ring: a ring's change wakes them (their
+/// Ready condition says whether the ring takes them).
+fn keys_naming<K: KeyResource>(
+    store: Store<Parsed<K>>,
+) -> impl Fn(Parsed<KeyRing>) -> Vec<ObjectRef<Parsed<K>>> + Send + Sync + 'static {
+    move |ring| {
+        let ring_namespace = ring.namespace().unwrap_or_default();
+        let ring_name = ring.name_any();
+        store
+            .state()
+            .into_iter()
+            .filter(|key| {
+                key.ok().is_some_and(|key| {
+                    ring::named_rings(&key.namespace().unwrap_or_default(), key.key_rings())
+                        .iter()
+                        .any(|(namespace, name)| *namespace == ring_namespace && *name == ring_name)
+                })
+            })
+            .map(|key| ObjectRef::from_obj(&*key))
+            .collect()
+    }
+}
+
+/// The KeyRing controller of one watch scope: rings wake on their keys, their
+/// own Secret, and namespace label changes (selectors).
+async fn drive_rings(
+    client: kube::Client,
+    namespace: Option<String>,
+    rc: Arc<RingContext>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = &client;
+    let namespace = namespace.as_deref();
+    let rings = Controller::new(
+        namespaced_api::<Parsed<KeyRing>>(client, namespace),
+        key_resources(),
+    );
+    let ring_store = rings.store();
+    let selector_rings = move |_namespace: MetaOnly<Namespace>| {
+        ring_store
+            .state()
+            .into_iter()
+            .filter(|ring| {
+                ring.ok().is_some_and(|ring| {
+                    matches!(
+                        ring::allowed_from(ring),
+                        crate::keyring::AllowedFrom::Selector(_)
+                    )
+                })
+            })
+            .map(|ring| ObjectRef::from_obj(&*ring))
+            .collect::<Vec<_>>()
+    };
+    rings
+        // Keys in the same watch scope (all namespaces, or this one).
+        .watches(
+            namespaced_api::<Parsed<ApiKey>>(client, namespace),
+            key_resources(),
+            |key| ring::rings_of(&key),
+        )
+        .watches(
+            namespaced_api::<Parsed<ServiceAccountKey>>(client, namespace),
+            key_resources(),
+            |key| ring::rings_of(&key),
+        )
+        .watches(
+            namespaced_api::<MetaOnly<Secret>>(client, namespace),
+            watcher::Config::default()
+                .labels(ring::RING_LABEL)
+                .page_size(PAGE_SIZE),
+            |secret| {
+                secret
+                    .owner_references()
+                    .iter()
+                    .filter(|r| r.controller == Some(true) && r.kind == "KeyRing")
+                    .filter_map(|r| {
+                        secret
+                            .namespace()
+                            .map(|namespace| ObjectRef::new(&r.name).within(&namespace))
+                    })
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<MetaOnly<Namespace>>::all(client.clone()),
+            watcher::Config::default().page_size(PAGE_SIZE),
+            selector_rings,
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(ring::reconcile, ring::error_policy, rc)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(object = %object, "key ring reconciled"),
+                Err(ControllerError::ReconcilerFailed(error, object)) => {
+                    debug!(object = %object, %error, "key ring reconcile failed")
+                }
+                Err(error) => warn!(%error, "key ring controller stream error"),
+            }
+        })
+        .await;
 }
 
 /// Lists the owner ids of the resources a controller's cache holds.

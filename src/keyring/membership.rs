@@ -79,8 +79,7 @@ pub fn decide(
     earlier: Option<&RingDocument>,
     now: Timestamp,
 ) -> Membership {
-    candidates
-        .sort_by(|a, b| (a.created, issuer_id(&a.issuer)).cmp(&(b.created, issuer_id(&b.issuer))));
+    candidates.sort_by_key(|c| (c.created, issuer_id(&c.issuer)));
     let earlier_hash = |id: &str| {
         earlier.and_then(|document| {
             document
@@ -105,21 +104,21 @@ pub fn decide(
             continue;
         }
         let mut own = Vec::new();
-        if let Some(current) = &candidate.current {
-            if current.expires_at.is_none_or(|expiry| expiry > now) {
-                own.push(Member {
-                    id: current.id.clone(),
-                    sha256: current.sha256.clone(),
-                    kind: candidate.kind,
-                    issuer: candidate.issuer.clone(),
-                    permissions: candidate.permissions.clone(),
-                    not_before: time(current.minted),
-                    expires_at: current.expires_at.map(time),
-                    state: MemberState::Current,
-                });
-                if let Some(expiry) = current.expires_at {
-                    wake(expiry);
-                }
+        if let Some(current) = &candidate.current
+            && current.expires_at.is_none_or(|expiry| expiry > now)
+        {
+            own.push(Member {
+                id: current.id.clone(),
+                sha256: current.sha256.clone(),
+                kind: candidate.kind,
+                issuer: candidate.issuer.clone(),
+                permissions: candidate.permissions.clone(),
+                not_before: time(current.minted),
+                expires_at: current.expires_at.map(time),
+                state: MemberState::Current,
+            });
+            if let Some(expiry) = current.expires_at {
+                wake(expiry);
             }
         }
         if let (Some(previous), Some(current)) = (&candidate.previous, &candidate.current)
@@ -317,10 +316,10 @@ mod tests {
         let many: Vec<Candidate> = (0..6000)
             .map(|index| {
                 let mut c = candidate(&format!("key-{index:05}"), true, Some(("A", 'a')), None);
-                c.current.as_mut().map(|k| {
+                if let Some(k) = c.current.as_mut() {
                     k.id = format!("K{index}");
                     k.sha256 = format!("{index:064x}");
-                });
+                }
                 c.created = at("2026-01-01T00:00:00Z") + jiff::SignedDuration::from_secs(index);
                 c
             })

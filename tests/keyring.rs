@@ -1,0 +1,412 @@
+//! KeyRings on the real control plane: a service namespace's ring lists the
+//! keys of the namespaces it accepts (ids and hashes, never a key), follows
+//! rotations (the previous key during its grace period), deletions and
+//! consent changes, refuses keys it does not accept (they report
+//! `KeyRingNotAllowed`), restores a forged document, never overwrites a
+//! Secret it does not own, and writes nothing at rest.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use keymint::api::{ApiKey, KeyRing, ROTATE_REQUEST_ANNOTATION};
+use keymint::keyring::{MemberState, RingDocument};
+use keymint_test_support::{
+    TEST_MANAGER, WAIT, api_key, eventually, plane, setup, wait_ready, wait_reason,
+};
+use keymint_testenv::OPERATOR_USER;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+fn ring(name: &str, allowed: serde_json::Value) -> KeyRing {
+    serde_json::from_value(json!({
+        "apiVersion": "keymint.dev/v1alpha1", "kind": "KeyRing",
+        "metadata": {"name": name},
+        "spec": {"allowedNamespaces": allowed}
+    }))
+    .expect("a KeyRing")
+}
+
+fn key_in_ring(
+    name: &str,
+    ring_namespace: &str,
+    ring_name: &str,
+    extra: serde_json::Value,
+) -> ApiKey {
+    let mut spec = json!({
+        "permissions": ["models:read"],
+        "keyRings": [{"name": ring_name, "namespace": ring_namespace}],
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    api_key(name, spec)
+}
+
+async fn label_namespace(client: &kube::Client, namespace: &str, labels: serde_json::Value) {
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            namespace,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": labels}})),
+        )
+        .await
+        .expect("label a namespace");
+}
+
+/// The ring's document, once its Secret exists.
+async fn read_document(
+    client: &kube::Client,
+    namespace: &str,
+    secret: &str,
+) -> Result<RingDocument, String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(secret)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get("keyring.json"))
+        .ok_or("no keyring.json")?;
+    RingDocument::parse(&bytes.0).map_err(|e| e.to_string())
+}
+
+/// Waits until the ring's document satisfies `check`.
+async fn wait_document(
+    client: &kube::Client,
+    namespace: &str,
+    secret: &str,
+    what: &str,
+    check: impl Fn(&RingDocument) -> bool,
+) -> RingDocument {
+    eventually(what, WAIT, || async {
+        let document = read_document(client, namespace, secret).await?;
+        if check(&document) {
+            Ok(document)
+        } else {
+            Err(format!("{:?}", document.members))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_ring_lists_accepted_keys_follows_rotation_and_deletion_and_refuses_the_rest() {
+    let (client, service) = setup("ring-svc").await;
+    let (_, client_ns) = setup("ring-client").await;
+    let (_, stranger) = setup("ring-stranger").await;
+    label_namespace(&client, &client_ns, json!({"ring-test/billing": "member"})).await;
+    let rings = Api::<KeyRing>::namespaced(client.clone(), &service);
+    rings
+        .create(
+            &PostParams::default(),
+            &ring(
+                "billing",
+                json!({"from": "Selector", "selector": {"matchLabels": {"ring-test/billing": "member"}}}),
+            ),
+        )
+        .await
+        .expect("create the ring");
+
+    // A key from an accepted namespace joins: its id and hash, never the key.
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &client_ns);
+    keys.create(
+        &PostParams::default(),
+        &key_in_ring(
+            "client-key",
+            &service,
+            "billing",
+            json!({"gracePeriod": "1h"}),
+        ),
+    )
+    .await
+    .expect("create the key");
+    let key = wait_ready(&keys, "client-key").await;
+    let status = key.status.clone().expect("status");
+    let id = status.id.clone().expect("an id");
+    let document = wait_document(&client, &service, "billing", "the key in the ring", |d| {
+        d.members.iter().any(|m| m.id == id)
+    })
+    .await;
+    let member = &document.members[0];
+    assert_eq!(member.sha256, status.key_sha256.clone().expect("a hash"));
+    assert_eq!(member.state, MemberState::Current);
+    assert_eq!(member.permissions, vec!["models:read".to_string()]);
+    assert_eq!(member.issuer.namespace.as_deref(), Some(client_ns.as_str()));
+    assert_eq!(member.issuer.name, "client-key");
+    let client_secret = Api::<Secret>::namespaced(client.clone(), &client_ns)
+        .get("client-key")
+        .await
+        .expect("the key's Secret");
+    let token =
+        String::from_utf8(client_secret.data.expect("data")["key"].0.clone()).expect("utf-8");
+    let ring_secret = Api::<Secret>::namespaced(client.clone(), &service)
+        .get("billing")
+        .await
+        .expect("the ring's Secret");
+    let ring_bytes = serde_json::to_string(&ring_secret).expect("JSON");
+    assert!(!ring_bytes.contains(&token), "the ring never holds a key");
+
+    // A key from a namespace the ring does not accept is refused and reported.
+    let strangers = Api::<ApiKey>::namespaced(client.clone(), &stranger);
+    strangers
+        .create(
+            &PostParams::default(),
+            &key_in_ring("outsider", &service, "billing", json!({})),
+        )
+        .await
+        .expect("create the outsider");
+    let refused = wait_reason(&strangers, "outsider", "False", "KeyRingNotAllowed").await;
+    assert!(
+        refused
+            .status
+            .as_ref()
+            .and_then(|s| s.id.as_ref())
+            .is_some(),
+        "the key itself is still issued"
+    );
+    eventually("the ring to report the refused key", WAIT, || async {
+        let ring = rings.get("billing").await.map_err(|e| e.to_string())?;
+        let status = ring.status.unwrap_or_default();
+        if status.refused.contains(&format!("{stranger}/outsider")) && status.members == Some(1) {
+            Ok(())
+        } else {
+            Err(format!("{status:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        read_document(&client, &service, "billing")
+            .await
+            .expect("doc")
+            .members
+            .len(),
+        1
+    );
+
+    // Rotation: the new key and, for the grace period, the previous one.
+    keys.patch(
+        "client-key",
+        &PatchParams::apply(TEST_MANAGER),
+        &Patch::Apply(&json!({
+            "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
+            "metadata": {"name": "client-key", "annotations": {ROTATE_REQUEST_ANNOTATION: "one"}},
+        })),
+    )
+    .await
+    .expect("request a rotation");
+    let rotated = wait_document(
+        &client,
+        &service,
+        "billing",
+        "the rotation in the ring",
+        |d| {
+            d.members.len() == 2
+                && d.members
+                    .iter()
+                    .any(|m| m.id == id && m.state == MemberState::Previous)
+        },
+    )
+    .await;
+    let previous = rotated
+        .members
+        .iter()
+        .find(|m| m.id == id)
+        .expect("previous");
+    assert_eq!(
+        previous.sha256, member.sha256,
+        "the previous key keeps its hash"
+    );
+    assert!(
+        previous.expires_at.is_some(),
+        "the grace period's end is its expiry"
+    );
+
+    // At rest: no write to the ring's Secret.
+    let mark = plane().audit_events().expect("audit").len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes: Vec<_> = plane()
+        .audit_events()
+        .expect("audit")
+        .into_iter()
+        .skip(mark)
+        .filter(|e| e.user.username == OPERATOR_USER)
+        .filter(|e| ["create", "update", "patch"].contains(&e.verb.as_str()))
+        .filter(|e| {
+            e.object_ref
+                .as_ref()
+                .is_some_and(|o| o.namespace.as_deref() == Some(service.as_str()))
+        })
+        .map(|e| {
+            format!(
+                "{} {:?}",
+                e.verb,
+                e.object_ref.map(|o| (o.resource, o.name))
+            )
+        })
+        .collect();
+    assert!(writes.is_empty(), "writes at rest: {writes:?}");
+
+    // Withdrawing consent (the namespace label) removes the key and reports it.
+    label_namespace(&client, &client_ns, json!({"ring-test/billing": null})).await;
+    wait_document(
+        &client,
+        &service,
+        "billing",
+        "the key gone after consent ends",
+        |d| d.members.is_empty(),
+    )
+    .await;
+    wait_reason(&keys, "client-key", "False", "KeyRingNotAllowed").await;
+    label_namespace(&client, &client_ns, json!({"ring-test/billing": "member"})).await;
+    wait_document(&client, &service, "billing", "the key back", |d| {
+        !d.members.is_empty()
+    })
+    .await;
+
+    // Deleting the key removes it.
+    keys.delete("client-key", &Default::default())
+        .await
+        .expect("delete the key");
+    wait_document(
+        &client,
+        &service,
+        "billing",
+        "the key gone after deletion",
+        |d| d.members.is_empty(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_forged_document_is_restored_and_a_foreign_secret_is_never_overwritten() {
+    let (client, namespace) = setup("ring-forged").await;
+    let rings = Api::<KeyRing>::namespaced(client.clone(), &namespace);
+    rings
+        .create(
+            &PostParams::default(),
+            &ring("own", json!({"from": "Same"})),
+        )
+        .await
+        .expect("create the ring");
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    keys.create(
+        &PostParams::default(),
+        &key_in_ring("member", &namespace, "own", json!({})),
+    )
+    .await
+    .expect("create the key");
+    wait_ready(&keys, "member").await;
+    let genuine = wait_document(&client, &namespace, "own", "the member listed", |d| {
+        d.members.len() == 1
+    })
+    .await;
+
+    // Someone with write access to the ring's Secret plants a member.
+    let mut forged = genuine.clone();
+    let mut planted = forged.members[0].clone();
+    planted.id = "PLANTED".into();
+    planted.sha256 = "ab".repeat(32);
+    forged.members.push(planted);
+    Api::<Secret>::namespaced(client.clone(), &namespace)
+        .patch(
+            "own",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"data": {"keyring.json": ByteString(forged.to_bytes())}})),
+        )
+        .await
+        .expect("forge the document");
+    wait_document(
+        &client,
+        &namespace,
+        "own",
+        "the forged member removed",
+        |d| d.members.len() == 1 && d.members[0].id == genuine.members[0].id,
+    )
+    .await;
+    // Garbage is replaced too.
+    Api::<Secret>::namespaced(client.clone(), &namespace)
+        .patch(
+            "own",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"data": {"keyring.json": ByteString(b"{not json".to_vec())}})),
+        )
+        .await
+        .expect("break the document");
+    wait_document(&client, &namespace, "own", "the document restored", |d| {
+        d.members.len() == 1
+    })
+    .await;
+
+    // A ring pointed at an application's Secret never writes to it.
+    let application = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("app-config".into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            "config".to_string(),
+            "keep me".to_string(),
+        )])),
+        ..Default::default()
+    };
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let before = secrets
+        .create(&PostParams::default(), &application)
+        .await
+        .expect("an app Secret");
+    let mut conflicting = ring("conflicting", json!({"from": "Same"}));
+    conflicting.spec.secret_name = Some("app-config".into());
+    rings
+        .create(&PostParams::default(), &conflicting)
+        .await
+        .expect("create");
+    eventually("SecretConflict on the ring", WAIT, || async {
+        let ring = rings.get("conflicting").await.map_err(|e| e.to_string())?;
+        let reason = ring
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+            .map(|c| (c.status, c.reason));
+        if reason == Some(("False".into(), "SecretConflict".into())) {
+            Ok(())
+        } else {
+            Err(format!("{reason:?}"))
+        }
+    })
+    .await;
+    let after = secrets.get("app-config").await.expect("the app Secret");
+    assert_eq!(
+        after.resource_version(),
+        before.resource_version(),
+        "never written"
+    );
+    assert!(after.meta().owner_references.is_none());
+}
+
+#[tokio::test]
+async fn a_key_naming_a_missing_ring_says_so_and_joins_when_it_appears() {
+    let (client, namespace) = setup("ring-missing").await;
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    keys.create(
+        &PostParams::default(),
+        &key_in_ring("early", &namespace, "later", json!({})),
+    )
+    .await
+    .expect("create the key");
+    wait_reason(&keys, "early", "False", "KeyRingNotFound").await;
+    Api::<KeyRing>::namespaced(client.clone(), &namespace)
+        .create(
+            &PostParams::default(),
+            &ring("later", json!({"from": "Same"})),
+        )
+        .await
+        .expect("create the ring");
+    wait_ready(&keys, "early").await;
+    wait_document(&client, &namespace, "later", "the key listed", |d| {
+        d.members.len() == 1
+    })
+    .await;
+}
