@@ -410,3 +410,111 @@ async fn a_key_naming_a_missing_ring_says_so_and_joins_when_it_appears() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn marking_a_key_compromised_rotates_it_at_once_and_revokes_the_leaked_key_in_its_rings() {
+    let (client, namespace) = setup("ring-leak").await;
+    Api::<KeyRing>::namespaced(client.clone(), &namespace)
+        .create(
+            &PostParams::default(),
+            &ring("leaks", json!({"from": "Same"})),
+        )
+        .await
+        .expect("create the ring");
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    keys.create(
+        &PostParams::default(),
+        &key_in_ring("leaky", &namespace, "leaks", json!({"gracePeriod": "24h"})),
+    )
+    .await
+    .expect("create the key");
+    let before = wait_ready(&keys, "leaky").await.status.expect("status");
+    let leaked_id = before.id.clone().expect("id");
+    let leaked_sha = before.key_sha256.clone().expect("hash");
+    wait_document(&client, &namespace, "leaks", "the key listed", |d| {
+        d.members.len() == 1
+    })
+    .await;
+
+    keys.patch(
+        "leaky",
+        &PatchParams::apply(TEST_MANAGER),
+        &Patch::Apply(&json!({
+            "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
+            "metadata": {"name": "leaky", "annotations": {"keymint.dev/compromised": "INC-42"}},
+        })),
+    )
+    .await
+    .expect("mark the key compromised");
+    let after = wait_for_new_key(&keys, "leaky", &leaked_id).await;
+    assert_eq!(after.previous_id, None, "no grace period for a leaked key");
+    let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
+        .get("leaky")
+        .await
+        .expect("the key's Secret");
+    let data = secret.data.expect("data");
+    assert!(
+        !data.contains_key("previous-key"),
+        "the leaked key is gone from the Secret"
+    );
+    let document = wait_document(
+        &client,
+        &namespace,
+        "leaks",
+        "the leaked key revoked",
+        |d| {
+            d.members
+                .iter()
+                .any(|m| m.sha256 == leaked_sha && m.state == MemberState::Revoked)
+                && d.members
+                    .iter()
+                    .any(|m| Some(&m.id) == after.id.as_ref() && m.state == MemberState::Current)
+        },
+    )
+    .await;
+    assert_eq!(
+        document
+            .members
+            .iter()
+            .filter(|m| m.sha256 == leaked_sha)
+            .count(),
+        1,
+        "the leaked hash is only listed as revoked"
+    );
+    let event =
+        keymint_test_support::wait_event(&client, &namespace, "leaky", "KeyCompromised").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+
+    // The mark stays; it rotates nothing more.
+    keymint_test_support::holds_for("one rotation per mark", Duration::from_secs(3), || async {
+        let id = keys
+            .get("leaky")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .and_then(|s| s.id);
+        if id == after.id {
+            Ok(())
+        } else {
+            Err(format!("rotated again to {id:?}"))
+        }
+    })
+    .await;
+}
+
+async fn wait_for_new_key(keys: &Api<ApiKey>, name: &str, old_id: &str) -> keymint::api::KeyStatus {
+    eventually("a new key after the compromise mark", WAIT, || async {
+        let status = keys
+            .get(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        if status.id.as_deref().is_some_and(|id| id != old_id) {
+            Ok(status)
+        } else {
+            Err(format!("{status:?}"))
+        }
+    })
+    .await
+}

@@ -92,6 +92,7 @@ impl BaselineSecrets {
             rotations: 0,
             rotate_request: None,
             bound_uid: None,
+            compromise: None,
         };
         let empty = BTreeMap::new();
         let owner = owner_key.owner_id().to_string();

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::common::{TIME_MAX_LENGTH, status_time_rule};
 use super::schema::{
     DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_PATTERN, RFC3339_PATTERN, no_nullable, object_schema,
 };
@@ -127,7 +128,7 @@ pub struct KeyRingRef {
 }
 
 /// Observed state of a KeyRing.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = no_nullable)]
 pub struct KeyRingStatus {
@@ -142,7 +143,8 @@ pub struct KeyRingStatus {
 
     /// When the member list last changed (the document's `updatedAt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = RFC3339_PATTERN), length(max = 64))]
+    #[schemars(regex(pattern = RFC3339_PATTERN), length(max = TIME_MAX_LENGTH))]
+    #[x_kube(validation = status_time_rule("status.updatedAt"))]
     pub updated_at: Option<Time>,
 
     /// Key resources that name this ring but are not accepted (or do not fit),

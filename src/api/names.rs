@@ -5,6 +5,11 @@
 /// Annotation on a key resource: set it to a new value to rotate the key once.
 pub const ROTATE_REQUEST_ANNOTATION: &str = "keymint.dev/rotate-request";
 
+/// Annotation on a key resource: set it to a new value (an incident id, a
+/// date) when the key leaked. The key is rotated at once with no grace
+/// period, and the leaked key is listed as revoked in its key rings.
+pub const COMPROMISED_ANNOTATION: &str = "keymint.dev/compromised";
+
 /// Label on every Secret keymint manages.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`] on every Secret keymint manages.
@@ -48,6 +53,8 @@ pub mod record {
     pub const ROTATE_REQUEST_HANDLED: &str = "keymint.dev/rotate-request-handled";
     /// UID of the object the key is bound to (a ServiceAccount).
     pub const BOUND_UID: &str = "keymint.dev/bound-uid";
+    /// The last `keymint.dev/compromised` value acted on.
+    pub const COMPROMISE_HANDLED: &str = "keymint.dev/compromise-handled";
     /// HMAC of the record under the operator's key (see `keys::signature`).
     pub const RECORD_SIGNATURE: &str = "keymint.dev/record-signature";
 }

@@ -28,7 +28,7 @@ use super::ring;
 use super::secret::{self, Claim, Foreign, Found, SecretContent};
 use super::status::{self, Ready};
 use super::{Context, Error, FIELD_MANAGER, Result};
-use crate::api::{DeletionPolicy, ROTATE_REQUEST_ANNOTATION};
+use crate::api::{COMPROMISED_ANNOTATION, DeletionPolicy, ROTATE_REQUEST_ANNOTATION};
 use crate::keys::plan::{
     self, Change, MintReason, NewKey, Observed, PlanError, RotateReason, Wanted,
 };
@@ -300,6 +300,11 @@ async fn issue<K: KeyResource>(
             .get(ROTATE_REQUEST_ANNOTATION)
             .map(|request| rotate_request_record(request)),
         bound_uid: prepared.bound_uid.clone(),
+        compromise: resource
+            .annotations()
+            .get(COMPROMISED_ANNOTATION)
+            .filter(|mark| !mark.is_empty())
+            .map(|mark| rotate_request_record(mark)),
         issued_before: status.and_then(|s| s.id.as_ref()).is_some(),
     };
 
@@ -369,6 +374,21 @@ async fn issue<K: KeyResource>(
             return not_ready(resource, ctx, &target, blocked).await;
         }
         Err(WriteError::Other(error)) => return Err(error),
+    }
+    if plan.change == Change::Rotate(RotateReason::Compromised)
+        && let Observed::Present { record: leaked, .. } = &prepared.observed
+    {
+        let (member_kind, permissions, account) = resource.ring_identity();
+        ring::revoke_in_rings(
+            resource,
+            ctx,
+            leaked,
+            member_kind,
+            permissions,
+            account,
+            now,
+        )
+        .await;
     }
     announce(resource, ctx, &plan.change, &plan.record.id, &kind).await;
 
@@ -697,6 +717,10 @@ async fn announce<K: KeyResource>(
         Change::Rotate(RotateReason::Requested) => {
             (KeyEvent::KeyRotated, "Rotated on request to key")
         }
+        Change::Rotate(RotateReason::Compromised) => (
+            KeyEvent::KeyCompromised,
+            "Marked compromised (keymint.dev/compromised): the leaked key is revoked with no grace period and listed as revoked in its key rings; rotated to key",
+        ),
         Change::Reschedule | Change::DropPrevious | Change::None => return,
     };
     let message = format!("{what} {id}");

@@ -19,6 +19,7 @@ use crate::api::names::about;
 use crate::api::{
     ApiKey, KeyRing, KeyRingRef, KeySpec, KeySpecCommon, KeyStatus, RootKey, ServiceAccountKey,
 };
+use crate::keyring::MemberKind;
 
 /// Why a key cannot be issued right now (reported as `Ready=False`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +84,11 @@ pub trait KeyResource:
     /// The KeyRings the key asks to join (`spec.keyRings`); none for RootKeys.
     fn key_rings(&self) -> &[KeyRingRef] {
         &[]
+    }
+
+    /// How the key appears in a ring: its kind, permissions and ServiceAccount.
+    fn ring_identity(&self) -> (MemberKind, Vec<String>, Option<String>) {
+        (MemberKind::RootKey, Vec::new(), None)
     }
 
     /// The resource's identity as recorded on its Secret (`Kind/namespace/name`).
@@ -168,6 +174,14 @@ impl KeyResource for ServiceAccountKey {
         &self.spec.key_rings
     }
 
+    fn ring_identity(&self) -> (MemberKind, Vec<String>, Option<String>) {
+        (
+            MemberKind::ServiceAccountKey,
+            Vec::new(),
+            Some(self.spec.service_account_name.clone()),
+        )
+    }
+
     fn secret_annotations(&self) -> BTreeMap<String, String> {
         BTreeMap::from([(
             about::SERVICE_ACCOUNT.to_string(),
@@ -208,6 +222,10 @@ impl KeyResource for ApiKey {
 
     fn key_rings(&self) -> &[KeyRingRef] {
         &self.spec.key_rings
+    }
+
+    fn ring_identity(&self) -> (MemberKind, Vec<String>, Option<String>) {
+        (MemberKind::ApiKey, self.spec.permissions.clone(), None)
     }
 
     /// Permissions travel with the key so verifiers can read them; they never

@@ -342,7 +342,10 @@ pub fn trim_key_resource(metadata: &mut ObjectMeta) {
     metadata.managed_fields = None;
     metadata.labels = None;
     if let Some(annotations) = metadata.annotations.as_mut() {
-        annotations.retain(|key, _| key == crate::api::ROTATE_REQUEST_ANNOTATION);
+        annotations.retain(|key, _| {
+            key == crate::api::ROTATE_REQUEST_ANNOTATION
+                || key == crate::api::COMPROMISED_ANNOTATION
+        });
         for value in annotations.values_mut() {
             *value = super::engine::rotate_request_record(value);
         }

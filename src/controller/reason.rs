@@ -113,12 +113,16 @@ pub enum KeyEvent {
     KeyRestored,
     KeyReplaced,
     KeyRevoked,
+    KeyCompromised,
 }
 
 impl KeyEvent {
     /// A key lost or tampered with is worth a Warning: someone should look.
     pub fn is_warning(self) -> bool {
-        matches!(self, KeyEvent::KeyRestored | KeyEvent::KeyReplaced)
+        matches!(
+            self,
+            KeyEvent::KeyRestored | KeyEvent::KeyReplaced | KeyEvent::KeyCompromised
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -128,6 +132,7 @@ impl KeyEvent {
             KeyEvent::KeyRestored => "KeyRestored",
             KeyEvent::KeyReplaced => "KeyReplaced",
             KeyEvent::KeyRevoked => "KeyRevoked",
+            KeyEvent::KeyCompromised => "KeyCompromised",
         }
     }
 }

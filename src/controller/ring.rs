@@ -358,6 +358,106 @@ async fn write_status(ring: &KeyRing, ctx: &Context, status: KeyRingStatus) -> R
     Ok(())
 }
 
+/// Writes `document` to the ring's Secret: created, or patched with the
+/// resourceVersion that was read (a concurrent change fails the write, and
+/// the ring is reconciled again).
+async fn write_document(
+    ring: &KeyRing,
+    secrets: &Api<Secret>,
+    secret_name: &str,
+    held: Option<&Secret>,
+    document: &RingDocument,
+) -> Result<()> {
+    let desired = desired_secret(ring, secret_name, document);
+    match held {
+        Some(secret) => {
+            let patch = json!({
+                "metadata": {
+                    "resourceVersion": secret.metadata.resource_version,
+                    "labels": desired.metadata.labels,
+                    "annotations": desired.metadata.annotations,
+                },
+                "data": desired.data,
+            });
+            secrets
+                .patch(secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        None => {
+            secrets.create(&PostParams::default(), &desired).await?;
+        }
+    }
+    Ok(())
+}
+
+/// How long a revoked key that never expires stays listed as revoked.
+const REVOKED_LISTED_FOR: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 30);
+
+/// Lists a leaked key as revoked in every ring the key is a member of, in the
+/// reconcile that rotated it (the rings' own reconciles keep the entry until
+/// the key's expiry). Best effort: a ring that cannot be written now drops
+/// the key at its next reconcile anyway (the key's status names the new key).
+pub async fn revoke_in_rings<K: KeyResource>(
+    key: &K,
+    ctx: &Context,
+    leaked: &crate::keys::plan::KeyRecord,
+    kind: MemberKind,
+    permissions: Vec<String>,
+    service_account: Option<String>,
+    now: Timestamp,
+) {
+    let key_namespace = key.namespace().unwrap_or_default();
+    for (namespace, name) in named_rings(&key_namespace, key.key_rings()) {
+        let outcome: Result<()> = async {
+            let rings = Api::<Parsed<KeyRing>>::namespaced(ctx.client.clone(), &namespace);
+            let Some(Parsed::Ok(ring)) = rings.get_opt(&name).await? else {
+                return Ok(());
+            };
+            let secret_name = ring
+                .spec
+                .secret_name
+                .clone()
+                .unwrap_or_else(|| ring.name_any());
+            let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+            let uid = ring.meta().uid.clone().unwrap_or_default();
+            let RingSecret::Ours(secret, Some(mut document)) =
+                classify(secrets.get_opt(&secret_name).await?, &uid)
+            else {
+                return Ok(());
+            };
+            document
+                .members
+                .retain(|member| member.sha256 != leaked.sha256);
+            document.members.push(crate::keyring::Member {
+                id: leaked.id.clone(),
+                sha256: leaked.sha256.clone(),
+                kind,
+                issuer: Issuer {
+                    namespace: Some(key_namespace.clone()),
+                    name: key.name_any(),
+                    service_account: service_account.clone(),
+                },
+                permissions: permissions.clone(),
+                not_before: membership::format_time(leaked.created_at),
+                expires_at: Some(membership::format_time(
+                    leaked.expires_at.unwrap_or(now + REVOKED_LISTED_FOR),
+                )),
+                state: crate::keyring::MemberState::Revoked,
+            });
+            let document = RingDocument::new(
+                document.ring.clone(),
+                membership::format_time(now),
+                document.members,
+            );
+            write_document(&ring, &secrets, &secret_name, Some(&secret), &document).await
+        }
+        .await;
+        if let Err(error) = outcome {
+            tracing::warn!(ring = %format!("{namespace}/{name}"), %error, "cannot list the leaked key as revoked now");
+        }
+    }
+}
+
 /// Reconciles one KeyRing: its Secret lists exactly the keys it takes.
 pub async fn reconcile(ring: Arc<Parsed<KeyRing>>, rc: Arc<RingContext>) -> Result<Action> {
     // An unreadable ring is skipped; its keys report the ring as not found.
@@ -419,28 +519,14 @@ pub async fn reconcile(ring: Arc<Parsed<KeyRing>>, rc: Arc<RingContext>) -> Resu
         .and_then(|data| data.get(DOCUMENT_DATA_KEY))
         .map(|bytes| bytes.0.as_slice());
     if current_bytes != Some(bytes.as_slice()) {
-        let mut desired = desired_secret(ring, &secret_name, &decided.document);
-        match held {
-            // A merge patch carrying the resourceVersion read: a concurrent
-            // change makes it fail (and the ring is reconciled again).
-            Some(secret) => {
-                let patch = json!({
-                    "metadata": {
-                        "resourceVersion": secret.metadata.resource_version,
-                        "labels": desired.metadata.labels,
-                        "annotations": desired.metadata.annotations,
-                    },
-                    "data": desired.data,
-                });
-                secrets
-                    .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-            }
-            None => {
-                desired.metadata.resource_version = None;
-                secrets.create(&PostParams::default(), &desired).await?;
-            }
-        }
+        write_document(
+            ring,
+            &secrets,
+            &secret_name,
+            held.as_deref(),
+            &decided.document,
+        )
+        .await?;
     }
     let refused: Vec<String> = decided
         .refused

@@ -20,8 +20,9 @@ use crate::keys::signature::{SigningKey, Subject};
 use crate::keys::{sha256_hex, verify_checksum};
 
 pub use crate::api::names::record::{
-    BOUND_UID, CREATED_AT, EXPIRES_AT, KEY_ID, KEY_SHA256, OWNER, OWNER_UID, PREVIOUS_EXPIRES_AT,
-    PREVIOUS_ID, RECORD_SIGNATURE, ROTATE_REQUEST_HANDLED, ROTATIONS, UPDATED_AT,
+    BOUND_UID, COMPROMISE_HANDLED, CREATED_AT, EXPIRES_AT, KEY_ID, KEY_SHA256, OWNER, OWNER_UID,
+    PREVIOUS_EXPIRES_AT, PREVIOUS_ID, RECORD_SIGNATURE, ROTATE_REQUEST_HANDLED, ROTATIONS,
+    UPDATED_AT,
 };
 pub use crate::api::names::{
     ANNOTATION_PREFIX, MANAGED_BY_LABEL, MANAGED_BY_VALUE as MANAGED_BY, SECRET_ID as DATA_ID,
@@ -47,6 +48,8 @@ pub fn is_reserved_key(key: &str) -> bool {
 }
 
 /// What was found at the Secret's name.
+// One short-lived value per reconcile: boxing the record would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Found {
     Nothing,
@@ -253,6 +256,7 @@ fn read_record(secret: &Secret) -> Option<KeyRecord> {
         rotations: get(ROTATIONS)?.parse().ok()?,
         rotate_request: get(ROTATE_REQUEST_HANDLED).map(str::to_string),
         bound_uid: get(BOUND_UID).map(str::to_string),
+        compromise: get(COMPROMISE_HANDLED).map(str::to_string),
     })
 }
 
@@ -381,6 +385,9 @@ pub fn desired_secret(content: &SecretContent<'_>) -> Secret {
     }
     if let Some(uid) = &record.bound_uid {
         record_annotation(BOUND_UID, uid.clone());
+    }
+    if let Some(compromise) = &record.compromise {
+        record_annotation(COMPROMISE_HANDLED, compromise.clone());
     }
 
     let text = |value: &str| ByteString(value.as_bytes().to_vec());
@@ -607,6 +614,7 @@ mod tests {
             rotations: 2,
             rotate_request: Some("r1".into()),
             bound_uid: None,
+            compromise: None,
         }
     }
 

@@ -59,7 +59,8 @@ pub struct Membership {
     pub wake_at: Option<Timestamp>,
 }
 
-fn time(t: Timestamp) -> String {
+/// RFC 3339 to the second, as the document writes times.
+pub fn format_time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
@@ -97,7 +98,36 @@ pub fn decide(
             wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
         }
     };
-    let mut size = 0usize;
+    // Keys marked compromised stay listed as revoked until they would have
+    // expired, and no other entry may carry their hash.
+    let revoked: Vec<Member> = earlier
+        .map(|document| {
+            document
+                .members
+                .iter()
+                .filter(|member| member.state == MemberState::Revoked)
+                .filter(|member| {
+                    member
+                        .expires_at
+                        .as_deref()
+                        .and_then(|t| t.parse::<Timestamp>().ok())
+                        .is_some_and(|expiry| expiry > now)
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let is_revoked = |sha256: &str| revoked.iter().any(|member| member.sha256 == sha256);
+    let mut size: usize = revoked
+        .iter()
+        .map(|member| serde_json::to_vec(member).map_or(0, |b| b.len() + 1))
+        .sum();
+    for member in &revoked {
+        if let Some(expiry) = member.expires_at.as_deref().and_then(|t| t.parse().ok()) {
+            wake(expiry);
+        }
+    }
+    members.extend(revoked.iter().cloned());
     for candidate in candidates {
         if !candidate.accepted {
             refused.push((issuer_id(&candidate.issuer), Refusal::NotAllowed));
@@ -113,8 +143,8 @@ pub fn decide(
                 kind: candidate.kind,
                 issuer: candidate.issuer.clone(),
                 permissions: candidate.permissions.clone(),
-                not_before: time(current.minted),
-                expires_at: current.expires_at.map(time),
+                not_before: format_time(current.minted),
+                expires_at: current.expires_at.map(format_time),
                 state: MemberState::Current,
             });
             if let Some(expiry) = current.expires_at {
@@ -133,12 +163,13 @@ pub fn decide(
                 kind: candidate.kind,
                 issuer: candidate.issuer.clone(),
                 permissions: candidate.permissions.clone(),
-                not_before: time(current.minted.min(previous.until)),
-                expires_at: Some(time(previous.until)),
+                not_before: format_time(current.minted.min(previous.until)),
+                expires_at: Some(format_time(previous.until)),
                 state: MemberState::Previous,
             });
             wake(previous.until);
         }
+        own.retain(|member| !is_revoked(&member.sha256));
         let added: usize = own
             .iter()
             .map(|member| serde_json::to_vec(member).map_or(0, |b| b.len() + 1))
@@ -150,7 +181,7 @@ pub fn decide(
         size += added;
         members.extend(own);
     }
-    let fresh = RingDocument::new(ring, time(now), members);
+    let fresh = RingDocument::new(ring, format_time(now), members);
     let document = match earlier {
         Some(earlier) if earlier.same_members(&fresh) => RingDocument {
             updated_at: earlier.updated_at.clone(),
@@ -263,6 +294,53 @@ mod tests {
             at("2026-03-01T01:00:00Z"),
         );
         assert_eq!(after_grace.document.members.len(), 1);
+    }
+
+    #[test]
+    fn a_revoked_entry_stays_until_its_expiry_and_its_hash_is_never_listed_otherwise() {
+        let now = at("2026-03-02T00:00:00Z");
+        let mut earlier = decide(
+            ring(),
+            vec![candidate("a", true, Some(("NEW", 'b')), None)],
+            None,
+            now,
+        )
+        .document;
+        earlier.members.push(Member {
+            id: "OLD".into(),
+            sha256: std::iter::repeat_n('a', 64).collect(),
+            state: MemberState::Revoked,
+            expires_at: Some("2026-06-01T00:00:00Z".into()),
+            ..earlier.members[0].clone()
+        });
+        // A stale status still naming the leaked key as current.
+        let stale = decide(
+            ring(),
+            vec![candidate("a", true, Some(("OLD", 'a')), None)],
+            Some(&earlier),
+            now,
+        );
+        let states: Vec<(&str, MemberState)> = stale
+            .document
+            .members
+            .iter()
+            .map(|m| (m.id.as_str(), m.state))
+            .collect();
+        assert_eq!(states, vec![("OLD", MemberState::Revoked)]);
+        let later = decide(
+            ring(),
+            vec![candidate("a", true, Some(("NEW", 'b')), None)],
+            Some(&earlier),
+            at("2026-06-01T00:00:00Z"),
+        );
+        assert!(
+            later
+                .document
+                .members
+                .iter()
+                .all(|m| m.state != MemberState::Revoked),
+            "gone after its expiry"
+        );
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct KeyRecord {
     pub rotate_request: Option<String>,
     /// UID of the object the key is bound to (a ServiceAccount), if any.
     pub bound_uid: Option<String>,
+    /// The last `keymint.dev/compromised` value acted on.
+    pub compromise: Option<String>,
 }
 
 /// A rotated-out key kept during its grace period.
@@ -59,6 +61,8 @@ pub struct Wanted {
     pub policy: ExpiryPolicy,
     pub rotate_request: Option<String>,
     pub bound_uid: Option<String>,
+    /// The `keymint.dev/compromised` value (recorded form), if set.
+    pub compromise: Option<String>,
     /// The resource's status says a key was issued before (so a missing
     /// Secret means the key was lost, not that this is the first mint).
     pub issued_before: bool,
@@ -84,6 +88,8 @@ pub enum RotateReason {
     Scheduled,
     /// The `keymint.dev/rotate-request` annotation changed.
     Requested,
+    /// The `keymint.dev/compromised` annotation changed: no grace period.
+    Compromised,
 }
 
 /// The decision.
@@ -165,6 +171,11 @@ pub fn plan<E: std::error::Error + 'static>(
                     Change::Mint(MintReason::BindingChanged),
                     fresh_record(now, wanted, Some(record), record.rotations, mint)?,
                 )
+            } else if wanted.compromise.is_some() && wanted.compromise != record.compromise {
+                let mut rotated = rotated_record(now, wanted, record, mint)?;
+                // A leaked key is not kept for consumers to roll over.
+                rotated.previous = None;
+                (Change::Rotate(RotateReason::Compromised), rotated)
             } else if wanted.rotate_request.is_some()
                 && wanted.rotate_request != record.rotate_request
             {
@@ -239,6 +250,8 @@ fn fresh_record<E: std::error::Error + 'static>(
         rotations,
         rotate_request: wanted.rotate_request.clone(),
         bound_uid: wanted.bound_uid.clone(),
+        // A fresh key answers any pending compromise mark.
+        compromise: wanted.compromise.clone(),
     })
 }
 
@@ -267,6 +280,7 @@ fn rotated_record<E: std::error::Error + 'static>(
         rotations: current.rotations.saturating_add(1),
         rotate_request: wanted.rotate_request.clone(),
         bound_uid: current.bound_uid.clone(),
+        compromise: wanted.compromise.clone(),
     })
 }
 
@@ -319,6 +333,7 @@ mod tests {
             rotate_request: None,
             bound_uid: None,
             issued_before: false,
+            compromise: None,
         }
     }
 
@@ -333,6 +348,7 @@ mod tests {
             rotations: 3,
             rotate_request: None,
             bound_uid: None,
+            compromise: None,
         }
     }
 
@@ -379,6 +395,38 @@ mod tests {
         assert_eq!(plan.record.expires_at, Some(at(100)));
         assert_eq!(plan.record.rotations, 0);
         assert_eq!(plan.wake_at, Some(at(90)));
+    }
+
+    #[test]
+    fn a_compromise_mark_rotates_once_with_no_grace_period() {
+        let mut wanted = wanted(policy(Some(100), 10, 3600));
+        wanted.compromise = Some("incident-7".into());
+        let leaked = record(0, Some(100));
+        let plan = plan(at(5), &present(leaked.clone()), &wanted, new_key).expect("plan");
+        assert_eq!(plan.change, Change::Rotate(RotateReason::Compromised));
+        assert_eq!(plan.record.id, "NEW");
+        assert_eq!(
+            plan.record.previous, None,
+            "the leaked key is not kept for a grace period"
+        );
+        assert_eq!(plan.record.compromise.as_deref(), Some("incident-7"));
+        assert_eq!(plan.record.rotations, leaked.rotations + 1);
+        // The same mark again: nothing more.
+        let again = plan_again(at(6), plan.record.clone(), &wanted);
+        assert_eq!(again.change, Change::None);
+        // A new mark: once more.
+        let mut next = wanted.clone();
+        next.compromise = Some("incident-8".into());
+        let next_plan = plan_with(at(7), plan.record, &next);
+        assert_eq!(next_plan.change, Change::Rotate(RotateReason::Compromised));
+    }
+
+    fn plan_again(now: Timestamp, current: KeyRecord, wanted: &Wanted) -> Plan {
+        plan(now, &present(current), wanted, no_mint).expect("plan")
+    }
+
+    fn plan_with(now: Timestamp, current: KeyRecord, wanted: &Wanted) -> Plan {
+        plan(now, &present(current), wanted, new_key).expect("plan")
     }
 
     #[test]

@@ -119,6 +119,11 @@ impl Subject<'_> {
             record.previous.as_ref().map(|p| time(p.until)),
             self.previous_key_sha256.map(str::to_string),
         ];
+        // Appended only when set, so records signed before it existed verify.
+        let mut fields = fields;
+        if let Some(compromise) = &record.compromise {
+            fields.push(Some(compromise.clone()));
+        }
         // Serialising strings and nulls cannot fail.
         serde_json::to_vec(&fields).unwrap_or_default()
     }
@@ -153,6 +158,7 @@ mod tests {
             rotations: 1,
             rotate_request: Some("r".into()),
             bound_uid: None,
+            compromise: None,
         }
     }
 
