@@ -103,7 +103,7 @@ struct VerifyArgs {
     #[arg(long, env = "KEYMINT_KEYRING_SECRET")]
     keyring_secret: Option<String>,
     /// Namespace of --keyring-secret; default: $POD_NAMESPACE, the in-cluster namespace, or the kubeconfig's.
-    #[arg(long, env = "POD_NAMESPACE", requires = "keyring_secret")]
+    #[arg(long, env = "POD_NAMESPACE")]
     namespace: Option<String>,
     /// Kubeconfig file for --keyring-secret; without it, $KUBECONFIG, ~/.kube/config or the in-cluster service account.
     #[arg(long, env = "KUBECONFIG")]

@@ -320,7 +320,7 @@ async fn measure(options: &Options, dir: &Path) -> Result<VerifyRun> {
         duration,
     )
     .await?;
-    progress(&format!("verify: the same against the floor"));
+    progress("verify: the same against the floor");
     let floor_load = load(
         floor.port,
         verify_request(key),
