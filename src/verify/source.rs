@@ -465,4 +465,117 @@ mod tests {
         wait(1).await;
         assert!(load_file(&path).is_ok());
     }
+
+    fn secret(resource_version: &str, bytes: Option<Vec<u8>>) -> serde_json::Value {
+        let mut secret = Secret::default();
+        secret.metadata.name = Some("ring".into());
+        secret.metadata.namespace = Some("svc".into());
+        secret.metadata.resource_version = Some(resource_version.into());
+        secret.data = bytes.map(|bytes| {
+            [(
+                DOCUMENT_DATA_KEY.to_string(),
+                k8s_openapi::ByteString(bytes),
+            )]
+            .into_iter()
+            .collect()
+        });
+        let mut value = serde_json::to_value(secret).expect("secret");
+        value["apiVersion"] = "v1".into();
+        value["kind"] = "Secret".into();
+        value
+    }
+
+    async fn wait_for(handle: &RingHandle, members: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while handle.current().map(|r| r.len()) != Some(members) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no ring of {members}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Watch mode against a mocked API server: one Secret by field
+    /// selector, listed then watched; a change swaps the ring, a deletion
+    /// keeps the last good one.
+    #[tokio::test]
+    async fn watch_mode_follows_the_one_secret() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let metrics = Arc::new(VerifyMetrics::default());
+        let (publisher, handle) = Publisher::new(metrics.clone());
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(watch_secret(
+            client,
+            "svc".into(),
+            "ring".into(),
+            publisher,
+            shutdown,
+        ));
+        let reply = |body: Vec<u8>| {
+            Response::builder()
+                .body(Body::from(body))
+                .expect("response")
+        };
+
+        let (request, respond) = api.next_request().await.expect("the list");
+        assert_eq!(request.uri().path(), "/api/v1/namespaces/svc/secrets");
+        let query = request.uri().query().unwrap_or("").to_string();
+        assert!(
+            query.contains("fieldSelector=metadata.name%3Dring"),
+            "{query}"
+        );
+        assert!(!query.contains("watch=true"), "{query}");
+        let list = serde_json::json!({
+            "apiVersion": "v1", "kind": "SecretList", "metadata": {"resourceVersion": "1"},
+            "items": [secret("1", Some(document(&["a"])))]
+        });
+        respond.send_response(reply(serde_json::to_vec(&list).expect("list")));
+        wait_for(&handle, 1).await;
+
+        let (request, respond) = api.next_request().await.expect("the watch");
+        let query = request.uri().query().unwrap_or("").to_string();
+        assert!(query.contains("watch=true"), "{query}");
+        assert!(
+            query.contains("fieldSelector=metadata.name%3Dring"),
+            "{query}"
+        );
+        let mut events = Vec::new();
+        for (kind, object) in [
+            ("MODIFIED", secret("2", Some(document(&["a", "b"])))),
+            ("MODIFIED", secret("3", Some(b"{not a ring".to_vec()))),
+            ("DELETED", secret("4", None)),
+        ] {
+            serde_json::to_writer(
+                &mut events,
+                &serde_json::json!({"type": kind, "object": object}),
+            )
+            .expect("event");
+            events.push(b'\n');
+        }
+        respond.send_response(reply(events));
+        wait_for(&handle, 2).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !metrics
+            .encode()
+            .expect("encode")
+            .contains("keymint_verify_reload_failures_total 2")
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "both failures counted"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            handle.current().map(|r| r.len()),
+            Some(2),
+            "the last good ring stays"
+        );
+        let _ = stop.send(true);
+        task.await.expect("the watch task ends on shutdown");
+    }
 }
