@@ -7,3 +7,4 @@ pub mod keyring;
 pub mod keys;
 pub mod server;
 pub mod telemetry;
+pub mod verify;

@@ -34,6 +34,8 @@ enum Command {
     Crd,
     /// Run the operator.
     Run(RunArgs),
+    /// Serve key verification (JSON and forward-auth) over a key ring from a mounted file or its Secret.
+    Verify(VerifyArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -87,6 +89,45 @@ struct RunArgs {
     lease_duration: u64,
 }
 
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// The ring document file (a mounted ring Secret's `keyring.json`), re-read when it changes.
+    #[arg(
+        long,
+        env = "KEYMINT_KEYRING_FILE",
+        required_unless_present_any = ["keyring_secret", "floor"],
+        conflicts_with = "keyring_secret"
+    )]
+    keyring_file: Option<PathBuf>,
+    /// The ring Secret to watch (data key `keyring.json`); needs get/list/watch on it.
+    #[arg(long, env = "KEYMINT_KEYRING_SECRET")]
+    keyring_secret: Option<String>,
+    /// Namespace of --keyring-secret; default: $POD_NAMESPACE, the in-cluster namespace, or the kubeconfig's.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+    /// Kubeconfig file for --keyring-secret; without it, $KUBECONFIG, ~/.kube/config or the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Address of /v1/verify, /v1/forward-auth, /healthz, /readyz and /metrics.
+    #[arg(long, env = "KEYMINT_VERIFY_LISTEN", default_value = "0.0.0.0:8081")]
+    listen: SocketAddr,
+    /// How often --keyring-file is checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    poll_interval_ms: u64,
+    /// Log format.
+    #[arg(long, env = "KEYMINT_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `keymint=debug`.
+    #[arg(long, env = "KEYMINT_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Benchmark floor: answer every POST /v1/verify with a fixed VALID, no ring.
+    #[arg(long, hide = true)]
+    floor: bool,
+}
+
+/// Where the in-cluster service account's namespace is mounted.
+const IN_CLUSTER_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -101,28 +142,41 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => {
-            let format = match args.log_format {
-                LogFormat::Text => keymint::telemetry::LogFormat::Text,
-                LogFormat::Json => keymint::telemetry::LogFormat::Json,
-            };
-            keymint::telemetry::init(format, &args.log_level);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("keymint: cannot start the async runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(message) => {
-                    error!("{message}");
-                    ExitCode::FAILURE
-                }
-            }
+            keymint::telemetry::init(args.log_format.into(), &args.log_level);
+            block_on(run(args))
+        }
+        Command::Verify(args) => {
+            keymint::telemetry::init(args.log_format.into(), &args.log_level);
+            block_on(verify(args))
+        }
+    }
+}
+
+impl From<LogFormat> for keymint::telemetry::LogFormat {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Text => keymint::telemetry::LogFormat::Text,
+            LogFormat::Json => keymint::telemetry::LogFormat::Json,
+        }
+    }
+}
+
+fn block_on(work: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("keymint: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!("{message}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -252,6 +306,58 @@ async fn run_as_leader(
     } else {
         Ok(())
     }
+}
+
+async fn verify(args: VerifyArgs) -> Result<(), String> {
+    use keymint::verify::{Publisher, VerifyMetrics, http, source};
+    let (stop, shutdown) = watch::channel(false);
+    let signals = tokio::spawn(stop_on_signal(stop.clone()));
+    if args.floor {
+        let served = http::serve(args.listen, http::floor_router(), shutdown).await;
+        signals.abort();
+        return served.map_err(|e| format!("verify server on {}: {e}", args.listen));
+    }
+    let metrics = Arc::new(VerifyMetrics::default());
+    let (publisher, ring) = Publisher::new(metrics.clone());
+    let loader = match (&args.keyring_file, &args.keyring_secret) {
+        (Some(path), _) => {
+            info!(path = %path.display(), "file mode: polling the key ring file");
+            tokio::spawn(source::poll_file(
+                path.clone(),
+                Duration::from_millis(args.poll_interval_ms),
+                publisher,
+                shutdown.clone(),
+            ))
+        }
+        (None, Some(name)) => {
+            let client = client(args.kubeconfig.as_ref()).await?;
+            let namespace = match &args.namespace {
+                Some(namespace) => namespace.clone(),
+                None => std::fs::read_to_string(IN_CLUSTER_NAMESPACE)
+                    .ok()
+                    .map(|text| text.trim().to_string())
+                    .filter(|text| !text.is_empty())
+                    .unwrap_or_else(|| client.default_namespace().to_string()),
+            };
+            info!(%namespace, secret = %name, "watch mode: watching the key ring Secret");
+            tokio::spawn(source::watch_secret(
+                client,
+                namespace,
+                name.clone(),
+                publisher,
+                shutdown.clone(),
+            ))
+        }
+        (None, None) => return Err("give --keyring-file or --keyring-secret".into()),
+    };
+    let served = http::serve(args.listen, http::router(ring, metrics), shutdown).await;
+    let _ = stop.send(true);
+    signals.abort();
+    if let Err(error) = loader.await {
+        warn!(%error, "the key ring loader failed");
+    }
+    info!("stopped");
+    served.map_err(|e| format!("verify server on {}: {e}", args.listen))
 }
 
 async fn stop_on_signal(stop: watch::Sender<bool>) {

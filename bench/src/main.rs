@@ -15,6 +15,11 @@
 //!
 //! Results go to `<out>/latest.md`, `<out>/latest.json` and
 //! `<out>/time-to-ready.png`.
+//!
+//! The verify phase (no cluster) measures `keymint verify`: verifications
+//! per second and latency against a fixed-answer floor on the same stack,
+//! and the time from a ring file rewrite to the server's new answer
+//! (`<out>/verify.md`, `<out>/verify.json`). `--phases` runs either alone.
 
 mod audit;
 mod cluster;
@@ -28,6 +33,7 @@ mod report;
 mod results;
 mod server_cpu;
 mod stats;
+mod verify;
 mod workload;
 
 use std::process::ExitCode;
@@ -36,7 +42,7 @@ use std::time::Instant;
 use clap::Parser;
 use keymint_testenv::ControlPlane;
 
-use options::Options;
+use options::{Options, Phase};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -51,12 +57,48 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let started = Instant::now();
+    let mut written = Vec::new();
+    if options.phases.contains(&Phase::Operator) {
+        match operator_phases(&options) {
+            Ok(files) => written.extend(files),
+            Err(code) => return code,
+        }
+    }
+    if options.phases.contains(&Phase::Verify) {
+        let outcome = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::from)
+            .and_then(|runtime| runtime.block_on(verify::run(&options)));
+        match outcome {
+            Ok(files) => written.extend(files),
+            Err(error) => {
+                eprintln!("keymint-bench: verify phase: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    progress(&format!(
+        "done in {:.0} s; results: {}",
+        started.elapsed().as_secs_f64(),
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    ExitCode::SUCCESS
+}
+
+/// The operator measurements on their own control plane: the files written,
+/// or the exit code to stop with.
+fn operator_phases(options: &Options) -> Result<Vec<std::path::PathBuf>, ExitCode> {
     progress("starting the local control plane");
     let plane = match ControlPlane::start(keymint_testenv::Options::default()) {
         Ok(plane) => plane,
         Err(error) => {
             eprintln!("keymint-bench: cannot start the control plane: {error}");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -66,31 +108,17 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("keymint-bench: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
-    let outcome = runtime.block_on(phases::run(&plane, &options));
+    let outcome = runtime.block_on(phases::run(&plane, options));
     // Watch tasks end with the runtime, before the control plane goes.
     drop(runtime);
     plane.stop();
-    match outcome {
-        Ok(written) => {
-            progress(&format!(
-                "done in {:.0} s; results: {}",
-                started.elapsed().as_secs_f64(),
-                written
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("keymint-bench: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    outcome.map_err(|error| {
+        eprintln!("keymint-bench: {error}");
+        ExitCode::FAILURE
+    })
 }
 
 /// One line of progress on stderr, with the time of day.

@@ -1,16 +1,34 @@
-//! The command line (clap derive): which N to measure, where the results go,
-//! which keymint binary runs as the operator, and the load it is given.
+//! The command line (clap derive): which phases run, which N to measure,
+//! where the results go, which keymint binary runs as the operator (and as
+//! the verify server), and the load each is given.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+
+/// A group of measurements that can run alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Phase {
+    /// The six operator measurements at each N, on a local control plane.
+    Operator,
+    /// `keymint verify` throughput, latency and reload time (no cluster).
+    Verify,
+}
 
 /// keymint measured against the API server it runs on, at each N in `--keys`
 /// (see bench/README.md). Starts its own local control plane.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "keymint-bench")]
 pub struct Options {
+    /// Which phases run (comma-separated): `operator`, `verify`.
+    #[arg(
+        long,
+        value_name = "PHASE,...",
+        value_delimiter = ',',
+        default_value = "operator,verify"
+    )]
+    pub phases: Vec<Phase>,
     /// The key counts to measure, in order (comma-separated, `_` allowed: 1_000).
     #[arg(
         long,
@@ -38,6 +56,20 @@ pub struct Options {
         value_parser = whole_seconds
     )]
     pub rest: Duration,
+    /// Members of the ring the verify phase serves.
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = positive_count)]
+    pub verify_members: usize,
+    /// Keep-alive connections the verify load client keeps busy.
+    #[arg(long, value_name = "N", default_value = "16", value_parser = positive_count)]
+    pub verify_connections: usize,
+    /// How long each verify load measurement runs.
+    #[arg(
+        long = "verify-seconds",
+        value_name = "SECONDS",
+        default_value = "5",
+        value_parser = whole_seconds
+    )]
+    pub verify_duration: Duration,
 }
 
 /// A count of at least 1; `_` may separate thousands.
@@ -82,6 +114,13 @@ mod tests {
         assert_eq!(defaults.keymint, PathBuf::from("target/release/keymint"));
         assert_eq!(defaults.concurrency, 32);
         assert_eq!(defaults.rest, Duration::from_secs(30));
+        assert_eq!(defaults.phases, vec![Phase::Operator, Phase::Verify]);
+        assert_eq!(defaults.verify_members, 10_000);
+        assert_eq!(defaults.verify_connections, 16);
+        assert_eq!(defaults.verify_duration, Duration::from_secs(5));
+        let alone = parse(&["--phases", "verify", "--verify-members=100"]).expect("verify alone");
+        assert_eq!(alone.phases, vec![Phase::Verify]);
+        assert_eq!(alone.verify_members, 100);
     }
 
     #[test]
