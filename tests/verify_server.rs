@@ -7,15 +7,15 @@
 //! `Keyring::verify`.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
 use keymint::keyring::{
     Issuer, Keyring, Member, MemberKind, MemberState, Reason, RingDocument, RingRef,
 };
+use keymint_test_support::verify::{VerifyServer, request};
 use keymint_test_support::{Signal, eventually, send};
 use serde_json::{Value, json};
 
@@ -70,100 +70,6 @@ fn replace(path: &Path, bytes: &[u8]) {
     std::fs::rename(&aside, path).expect("swap the ring in");
 }
 
-struct Server {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Server {
-    fn start(dir: &Path, ring: &Path) -> Server {
-        let log = dir.join("verify.log");
-        let port = keymint_testenv::free_port().expect("free port");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keymint"));
-        command.args([
-            "verify",
-            "--keyring-file",
-            &ring.display().to_string(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--poll-interval-ms",
-            "50",
-            "--log-format",
-            "json",
-            // Debug: the log scan proves keys stay out of the log even here.
-            "--log-level",
-            "debug",
-        ]);
-        let child =
-            keymint_testenv::spawn_tied_to_process(command, &log).expect("start keymint verify");
-        Server { child, log, port }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-/// One HTTP/1.1 request on loopback (connection closed after it).
-fn request(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> std::io::Result<Answer> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(text.as_bytes())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
-    Ok(Answer {
-        status,
-        headers,
-        body: body.to_string(),
-    })
-}
-
 /// Counts what the test sent, by the reason it expects.
 #[derive(Default)]
 struct Expected(BTreeMap<&'static str, u64>);
@@ -172,17 +78,6 @@ impl Expected {
     fn add(&mut self, reason: Reason) {
         *self.0.entry(reason.code()).or_default() += 1;
     }
-}
-
-fn verify_json(port: u16, body: &Value) -> Answer {
-    request(
-        port,
-        "POST",
-        "/v1/verify",
-        &[("Content-Type", "application/json")],
-        &body.to_string(),
-    )
-    .expect("POST /v1/verify")
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -233,7 +128,13 @@ fn needles(key: &str) -> Vec<String> {
 async fn verify_server_in_file_mode() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ring_path = dir.path().join("keyring.json");
-    let server = Server::start(dir.path(), &ring_path);
+    let ring_arg = ring_path.display().to_string();
+    let mut server = VerifyServer::start(
+        dir.path(),
+        "verify",
+        &["--keyring-file", &ring_arg, "--poll-interval-ms", "50"],
+        &[],
+    );
     let port = server.port;
 
     // No ring yet: alive, not ready, no answer.
@@ -250,7 +151,9 @@ async fn verify_server_in_file_mode() {
             .status,
         503
     );
-    let early = verify_json(port, &json!({"key": "ak_x"}));
+    let early = server
+        .verify_json(&json!({"key": "ak_x"}))
+        .expect("POST /v1/verify");
     assert_eq!(
         (early.status, early.json()["code"].clone()),
         (503, json!("UNAVAILABLE"))
@@ -320,7 +223,9 @@ async fn verify_server_in_file_mode() {
 
     let mut expected = Expected::default();
     // JSON.
-    let valid = verify_json(port, &json!({"key": current, "permission": "models:write"}));
+    let valid = server
+        .verify_json(&json!({"key": current, "permission": "models:write"}))
+        .expect("POST /v1/verify");
     expected.add(Reason::Valid);
     assert_eq!(valid.status, 200);
     assert_eq!(
@@ -331,7 +236,9 @@ async fn verify_server_in_file_mode() {
             "permissions": ["models:*", "read"], "expiresAt": "2999-01-01T00:00:00Z"
         })
     );
-    let denied = verify_json(port, &json!({"key": current, "permission": "write"}));
+    let denied = server
+        .verify_json(&json!({"key": current, "permission": "write"}))
+        .expect("POST /v1/verify");
     expected.add(Reason::PermissionDenied);
     assert_eq!(
         (denied.status, denied.json()),
@@ -346,7 +253,9 @@ async fn verify_server_in_file_mode() {
         (&future, Reason::NotYetValid),
         (&stranger, Reason::NotFound),
     ] {
-        let answer = verify_json(port, &json!({"key": key}));
+        let answer = server
+            .verify_json(&json!({"key": key}))
+            .expect("POST /v1/verify");
         expected.add(reason);
         assert_eq!(
             (answer.status, answer.json()),
@@ -355,7 +264,9 @@ async fn verify_server_in_file_mode() {
     }
     let mut typo = current.clone();
     typo.pop();
-    let answer = verify_json(port, &json!({"key": typo}));
+    let answer = server
+        .verify_json(&json!({"key": typo}))
+        .expect("POST /v1/verify");
     expected.add(Reason::Malformed);
     assert_eq!(answer.json(), json!({"valid": false, "code": "MALFORMED"}));
     for bad in [
@@ -498,7 +409,11 @@ async fn verify_server_in_file_mode() {
     // Hot reload: the current key removed is NOT_FOUND within the deadline.
     replace(&ring_path, &document(members(false)));
     eventually("the removed key to be NOT_FOUND", WAIT, || async {
-        let code = verify_json(port, &json!({"key": current})).json()["code"].clone();
+        let code = server
+            .verify_json(&json!({"key": current}))
+            .expect("POST /v1/verify")
+            .json()["code"]
+            .clone();
         if code == json!("NOT_FOUND") {
             Ok(())
         } else {
@@ -522,7 +437,9 @@ async fn verify_server_in_file_mode() {
         }
     })
     .await;
-    let still = verify_json(port, &json!({"key": second}));
+    let still = server
+        .verify_json(&json!({"key": second}))
+        .expect("POST /v1/verify");
     assert_eq!(still.json()["code"], json!("VALID"));
     assert_eq!(
         request(port, "GET", "/readyz", &[], "")
@@ -537,14 +454,13 @@ async fn verify_server_in_file_mode() {
     );
 
     // SIGTERM: a clean stop.
-    let mut server = server;
-    send(server.child.id(), Signal::TERM);
+    send(server.pid(), Signal::TERM);
     let status = eventually("keymint verify to exit after SIGTERM", WAIT, || {
-        let waited = server.child.try_wait();
+        let waited = server.try_wait();
         async move {
             match waited {
-                Ok(Some(status)) => Ok(status),
-                other => Err(format!("{other:?}")),
+                Some(status) => Ok(status),
+                None => Err("still running".to_string()),
             }
         }
     })

@@ -12,6 +12,7 @@
 //! - [`audit`]: counting the API server's audit events by user, verb and object;
 //! - [`raw`]: objects as raw JSON, for what typed clients cannot parse;
 //! - [`helm`]: the chart and `bin/helm`;
+//! - [`verify`]: the `keymint verify` process and HTTP requests to it;
 //! - [`node`]: the real node, the operator image on it, the README's Helm
 //!   install commands, Pods and what their processes run as;
 //! - `argocd` (feature `argocd`): Argo CD's Lua sandbox and keymint's
@@ -26,6 +27,7 @@ pub mod helm;
 pub mod node;
 pub mod process;
 pub mod raw;
+pub mod verify;
 pub mod waits;
 
 pub use audit::*;
