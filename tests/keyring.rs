@@ -12,6 +12,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use keymint::api::{ApiKey, KeyRing, ROTATE_REQUEST_ANNOTATION};
 use keymint::keyring::{MemberState, RingDocument};
+use keymint_test_support::verify::VerifyServer;
 use keymint_test_support::{
     TEST_MANAGER, WAIT, api_key, eventually, plane, setup, wait_ready, wait_reason,
 };
@@ -517,4 +518,204 @@ async fn wait_for_new_key(keys: &Api<ApiKey>, name: &str, old_id: &str) -> keymi
         }
     })
     .await
+}
+
+/// A ServiceAccount in `namespace` that may only read the one Secret `secret`
+/// (the verify server's least RBAC in watch mode); its kubeconfig.
+async fn reader_of(client: &kube::Client, namespace: &str, secret: &str) -> std::path::PathBuf {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    let meta = kube::api::ObjectMeta {
+        name: Some("verifier".into()),
+        namespace: Some(namespace.into()),
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create(
+            &PostParams::default(),
+            &ServiceAccount {
+                metadata: meta.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("a ServiceAccount");
+    let rule = PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["secrets".into()]),
+        resource_names: Some(vec![secret.into()]),
+        verbs: vec!["get".into(), "list".into(), "watch".into()],
+        ..Default::default()
+    };
+    Api::<Role>::namespaced(client.clone(), namespace)
+        .create(
+            &PostParams::default(),
+            &Role {
+                metadata: meta.clone(),
+                rules: Some(vec![rule]),
+            },
+        )
+        .await
+        .expect("a Role");
+    let binding = RoleBinding {
+        metadata: meta.clone(),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: "verifier".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "verifier".into(),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("a RoleBinding");
+    keymint_test_support::service_account_kubeconfig(plane(), client, namespace, "verifier").await
+}
+
+async fn token_of(client: &kube::Client, namespace: &str, secret: &str) -> String {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(secret)
+        .await
+        .expect("the key's Secret");
+    String::from_utf8(secret.data.expect("data")["key"].0.clone()).expect("utf-8")
+}
+
+/// Waits until the verify server answers `key` with `code`.
+async fn wait_answer(server: &VerifyServer, key: &str, code: &str, within: Duration) {
+    eventually(
+        &format!("the verify server to answer {code}"),
+        within,
+        || async {
+            let answer = server
+                .verify_json(&json!({"key": key}))
+                .map_err(|e| e.to_string())?
+                .json();
+            if answer["code"] == code {
+                Ok(())
+            } else {
+                Err(format!("{answer}"))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_verify_server_in_watch_mode_follows_the_ring_through_rotation_compromise_and_deletion()
+{
+    let (client, service) = setup("verify-svc").await;
+    let (_, client_ns) = setup("verify-client").await;
+    let (_, stranger) = setup("verify-stranger").await;
+    label_namespace(&client, &client_ns, json!({"ring-test/api": "member"})).await;
+    Api::<KeyRing>::namespaced(client.clone(), &service)
+        .create(
+            &PostParams::default(),
+            &ring("api", json!({"from": "Selector", "selector": {"matchLabels": {"ring-test/api": "member"}}})),
+        )
+        .await
+        .expect("create the ring");
+    let kubeconfig = reader_of(&client, &service, "api").await;
+    let scratch = tempfile::tempdir().expect("scratch");
+    let server = VerifyServer::start(
+        scratch.path(),
+        "verify-watch",
+        &["--keyring-secret", "api", "--namespace", &service],
+        &[("KUBECONFIG", &kubeconfig.display().to_string())],
+    );
+
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &client_ns);
+    keys.create(
+        &PostParams::default(),
+        &key_in_ring("caller", &service, "api", json!({"gracePeriod": "6s"})),
+    )
+    .await
+    .expect("create the key");
+    let first = wait_ready(&keys, "caller").await.status.expect("status");
+    let first_key = token_of(&client, &client_ns, "caller").await;
+    wait_answer(&server, &first_key, "VALID", WAIT).await;
+    let answer = server
+        .verify_json(&json!({"key": first_key}))
+        .expect("verify")
+        .json();
+    assert_eq!(answer["id"], json!(first.id));
+    assert_eq!(answer["issuer"]["namespace"], json!(client_ns));
+
+    // A key from a namespace the ring does not accept: refused and reported.
+    let strangers = Api::<ApiKey>::namespaced(client.clone(), &stranger);
+    strangers
+        .create(
+            &PostParams::default(),
+            &key_in_ring("intruder", &service, "api", json!({})),
+        )
+        .await
+        .expect("create the intruder");
+    wait_reason(&strangers, "intruder", "False", "KeyRingNotAllowed").await;
+    let intruder_key = token_of(&client, &stranger, "intruder").await;
+    wait_answer(&server, &intruder_key, "NOT_FOUND", WAIT).await;
+
+    // Rotation: the new key, and the previous one during its grace period only.
+    keys.patch(
+        "caller",
+        &PatchParams::apply(TEST_MANAGER),
+        &Patch::Apply(&json!({
+            "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
+            "metadata": {"name": "caller", "annotations": {ROTATE_REQUEST_ANNOTATION: "r1"}},
+        })),
+    )
+    .await
+    .expect("request a rotation");
+    let second = wait_for_new_key(&keys, "caller", first.id.as_deref().unwrap_or_default()).await;
+    let second_key = token_of(&client, &client_ns, "caller").await;
+    wait_answer(&server, &second_key, "VALID", WAIT).await;
+    assert_eq!(
+        server
+            .verify_json(&json!({"key": first_key}))
+            .expect("verify")
+            .json()["code"],
+        "VALID",
+        "the previous key is accepted during its grace period"
+    );
+    wait_answer(&server, &first_key, "NOT_FOUND", WAIT).await;
+
+    // A leak: within 2 s the server refuses the leaked key.
+    let marked = std::time::Instant::now();
+    keys.patch(
+        "caller",
+        &PatchParams::apply(TEST_MANAGER),
+        &Patch::Apply(&json!({
+            "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
+            "metadata": {"name": "caller", "annotations": {
+                ROTATE_REQUEST_ANNOTATION: "r1", "keymint.dev/compromised": "INC-1"}},
+        })),
+    )
+    .await
+    .expect("mark compromised");
+    wait_answer(&server, &second_key, "REVOKED", Duration::from_secs(2)).await;
+    eprintln!(
+        "the leaked key was refused {:?} after the mark",
+        marked.elapsed()
+    );
+    let third = wait_for_new_key(&keys, "caller", second.id.as_deref().unwrap_or_default()).await;
+    let third_key = token_of(&client, &client_ns, "caller").await;
+    wait_answer(&server, &third_key, "VALID", WAIT).await;
+    assert!(third.previous_id.is_none());
+
+    // Deleting the key removes it.
+    keys.delete("caller", &Default::default())
+        .await
+        .expect("delete the key");
+    wait_answer(&server, &third_key, "NOT_FOUND", WAIT).await;
+    let log = server.log();
+    for key in [&first_key, &second_key, &third_key, &intruder_key] {
+        assert!(
+            !log.contains(key.as_str()),
+            "a key in the verify server's log"
+        );
+    }
 }
