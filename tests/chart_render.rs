@@ -101,7 +101,7 @@ fn crd_templates_render_the_generated_crds() {
             .collect()
     };
     let rendered = crds(&[]);
-    assert_eq!(rendered.len(), 3, "three CRDs by default");
+    assert_eq!(rendered.len(), 4, "four CRDs by default");
     for mut crd in rendered {
         let name = crd["metadata"]["name"].as_str().expect("name").to_string();
         assert_eq!(
@@ -122,7 +122,7 @@ fn crd_templates_render_the_generated_crds() {
         assert_eq!(crd, generated, "{name}: the template changed the CRD");
     }
     let unkept = crds(&["--set", "crds.keep=false"]);
-    assert_eq!(unkept.len(), 3);
+    assert_eq!(unkept.len(), 4);
     assert!(
         unkept
             .iter()
@@ -315,6 +315,9 @@ fn operator_rbac_is_exactly_what_the_controller_uses() {
                 ],
                 &["patch"]
             ),
+            ("keymint.dev", &["keyrings"], READ),
+            ("keymint.dev", &["keyrings/status"], &["patch"]),
+            ("", &["namespaces"], READ),
         ])
     );
     let lease_role = find(
@@ -423,6 +426,9 @@ fn fixed_namespaces_get_roles_and_the_cluster_role_keeps_only_rootkeys() {
         triples(&[
             ("keymint.dev", &["rootkeys"], WATCH),
             ("keymint.dev", &["rootkeys/status"], &["patch"]),
+            ("keymint.dev", &["keyrings"], READ),
+            ("keymint.dev", &["keyrings/status"], &["patch"]),
+            ("", &["namespaces"], READ),
         ])
     );
     let watched = triples(&[
@@ -520,4 +526,66 @@ fn pod_gets_its_api_token_only_in_the_operator_container() {
     );
     // No PodDisruptionBudget at the default single replica.
     assert!(documents.iter().all(|d| d["kind"] != "PodDisruptionBudget"));
+}
+
+#[test]
+fn the_verifier_reads_only_its_ring_secret_and_runs_restricted() {
+    let watch = render(&[
+        "--set",
+        "verifier.enabled=true",
+        "--set",
+        "verifier.keyRingSecret=billing-ring",
+        "--set",
+        "verifier.namespace=billing",
+    ])
+    .expect("renders");
+    let role = find(&watch, "Role", "keymint-verifier", Some("billing"));
+    assert_eq!(
+        grants(role),
+        triples(&[("", &["secrets"], READ)]),
+        "get/list/watch on Secrets..."
+    );
+    assert_eq!(
+        role["rules"][0]["resourceNames"],
+        serde_json::json!(["billing-ring"]),
+        "...of the ring only"
+    );
+    let deployment = find(&watch, "Deployment", "keymint-verifier", Some("billing"));
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["args"][0], "verify");
+    assert!(
+        container["args"]
+            .as_array()
+            .expect("args")
+            .contains(&serde_json::json!("--keyring-secret=billing-ring"))
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["serviceAccountName"], "keymint-verifier");
+
+    let file = render(&[
+        "--set",
+        "verifier.enabled=true",
+        "--set",
+        "verifier.keyRingSecret=billing-ring",
+        "--set",
+        "verifier.mode=file",
+    ])
+    .expect("renders");
+    assert!(
+        file.iter()
+            .all(|d| d["metadata"]["name"] != "keymint-verifier" || d["kind"] != "Role"),
+        "file mode needs no API access"
+    );
+    let deployment = find(&file, "Deployment", "keymint-verifier", Some("keymint-system"));
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], "billing-ring");
+    assert!(pod["serviceAccountName"].is_null());
+    assert!(
+        render(&["--set", "verifier.enabled=true"])
+            .expect_err("a ring Secret is required")
+            .contains("verifier.keyRingSecret is required")
+    );
 }
