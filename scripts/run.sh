@@ -35,7 +35,7 @@ operator_pid=$!
 
 echo "== examples"
 kubectl apply -f examples/
-for kind in apikeys serviceaccountkeys rootkeys; do
+for kind in apikeys serviceaccountkeys rootkeys keyrings; do
   kubectl wait --for condition=Ready --timeout=60s "$kind" --all -A
 done
 echo

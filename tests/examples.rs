@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use keymint::api::{API_VERSION, ApiKey, RootKey, ServiceAccountKey};
+use keymint::api::{API_VERSION, ApiKey, KeyRing, RootKey, ServiceAccountKey};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -14,7 +14,7 @@ use serde_json::Value;
 const OTHER_KINDS: [&str; 1] = ["ServiceAccount"];
 
 /// The keymint kinds, each of which must appear in at least one example.
-const KEYMINT_KINDS: [&str; 3] = ["RootKey", "ServiceAccountKey", "APIKey"];
+const KEYMINT_KINDS: [&str; 4] = ["RootKey", "ServiceAccountKey", "APIKey", "KeyRing"];
 
 fn example_files() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -71,6 +71,7 @@ fn every_example_round_trips_through_the_rust_types() {
                 "RootKey" => round_trip::<RootKey>(&document),
                 "ServiceAccountKey" => round_trip::<ServiceAccountKey>(&document),
                 "APIKey" => round_trip::<ApiKey>(&document),
+                "KeyRing" => round_trip::<KeyRing>(&document),
                 other => Err(format!(
                     "kind {other:?} is neither keymint's nor one of {OTHER_KINDS:?}"
                 )),

@@ -112,6 +112,8 @@ fn make_run_shows_the_examples_ready_and_ctrl_c_stops_everything() {
         "search-api",
         "platform-root",
         "ingest-robot-key",
+        "invoices-exporter",
+        "billing-api",
     ] {
         assert!(
             shown
@@ -127,6 +129,7 @@ fn make_run_shows_the_examples_ready_and_ctrl_c_stops_everything() {
         "search-api-credentials",
         "platform-root",
         "ingest-robot-key",
+        "invoices-exporter",
     ] {
         assert!(
             shown
@@ -135,6 +138,12 @@ fn make_run_shows_the_examples_ready_and_ctrl_c_stops_everything() {
             "Secret {secret} missing in:\n{shown}"
         );
     }
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("billing-api") && l.contains("keymint.dev/keyring")),
+        "the key ring's Secret missing in:\n{shown}"
+    );
     assert!(
         !processes_using(&cluster).is_empty(),
         "the control plane runs from the run's directory"
