@@ -80,6 +80,7 @@ fn api_resource(kind: &str) -> ApiResource {
         "RootKey" => ApiResource::erase::<RootKey>(&()),
         "ServiceAccountKey" => ApiResource::erase::<ServiceAccountKey>(&()),
         "ServiceAccount" => ApiResource::erase::<ServiceAccount>(&()),
+        "KeyRing" => ApiResource::erase::<keymint::api::KeyRing>(&()),
         other => panic!("no API for kind {other}"),
     }
 }

@@ -561,7 +561,10 @@ fn the_verifier_reads_only_its_ring_secret_and_runs_restricted() {
             .contains(&serde_json::json!("--keyring-secret=billing-ring"))
     );
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
-    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["serviceAccountName"], "keymint-verifier");
 
@@ -579,7 +582,12 @@ fn the_verifier_reads_only_its_ring_secret_and_runs_restricted() {
             .all(|d| d["metadata"]["name"] != "keymint-verifier" || d["kind"] != "Role"),
         "file mode needs no API access"
     );
-    let deployment = find(&file, "Deployment", "keymint-verifier", Some("keymint-system"));
+    let deployment = find(
+        &file,
+        "Deployment",
+        "keymint-verifier",
+        Some("keymint-system"),
+    );
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["volumes"][0]["secret"]["secretName"], "billing-ring");
     assert!(pod["serviceAccountName"].is_null());

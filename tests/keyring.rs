@@ -150,6 +150,16 @@ async fn a_ring_lists_accepted_keys_follows_rotation_and_deletion_and_refuses_th
         .expect("the ring's Secret");
     let ring_bytes = serde_json::to_string(&ring_secret).expect("JSON");
     assert!(!ring_bytes.contains(&token), "the ring never holds a key");
+    let updated =
+        keymint_test_support::wait_event(&client, &service, "billing", "RingUpdated").await;
+    assert!(
+        updated
+            .note
+            .as_deref()
+            .is_some_and(|note| note.contains(&format!("+{id} (current)"))),
+        "the Event names the change: {:?}",
+        updated.note
+    );
 
     // A key from a namespace the ring does not accept is refused and reported.
     let strangers = Api::<ApiKey>::namespaced(client.clone(), &stranger);
@@ -378,6 +388,10 @@ async fn a_forged_document_is_restored_and_a_foreign_secret_is_never_overwritten
         }
     })
     .await;
+    let warning =
+        keymint_test_support::wait_event(&client, &namespace, "conflicting", "SecretConflict")
+            .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
     let after = secrets.get("app-config").await.expect("the app Secret");
     assert_eq!(
         after.resource_version(),

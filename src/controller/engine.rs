@@ -764,7 +764,7 @@ async fn publish<K: KeyResource>(
 /// this reason lately (a key rotating every second must not write an Event
 /// every second).
 #[allow(clippy::too_many_arguments)]
-async fn publish_to(
+pub(crate) async fn publish_to(
     ctx: &Context,
     reference: &ObjectReference,
     object: &str,

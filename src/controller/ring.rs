@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -458,6 +459,52 @@ pub async fn revoke_in_rings<K: KeyResource>(
     }
 }
 
+/// The members added and removed, by id and state, for the Event's note.
+fn membership_changes(before: Option<&RingDocument>, after: &RingDocument) -> String {
+    let ids = |document: Option<&RingDocument>| -> std::collections::BTreeSet<(String, String)> {
+        document
+            .into_iter()
+            .flat_map(|d| d.members.iter())
+            .map(|m| (m.id.clone(), format!("{:?}", m.state).to_lowercase()))
+            .collect()
+    };
+    let (before, after) = (ids(before), ids(Some(after)));
+    let changes: Vec<String> = after
+        .difference(&before)
+        .map(|(id, state)| format!("+{id} ({state})"))
+        .chain(
+            before
+                .difference(&after)
+                .map(|(id, state)| format!("-{id} ({state})")),
+        )
+        .collect();
+    if changes.is_empty() {
+        "document restored".to_string()
+    } else {
+        changes.join(", ")
+    }
+}
+
+/// An Event about a ring (budgeted per ring and reason like keys' Events).
+async fn ring_event(ring: &KeyRing, ctx: &Context, type_: EventType, reason: &str, note: &str) {
+    let owner = format!(
+        "KeyRing/{}/{}",
+        ring.namespace().unwrap_or_default(),
+        ring.name_any()
+    );
+    super::engine::publish_to(
+        ctx,
+        &ring.object_ref(&()),
+        &owner,
+        "KeyRing",
+        type_,
+        reason,
+        note,
+        "Reconcile",
+    )
+    .await;
+}
+
 /// Reconciles one KeyRing: its Secret lists exactly the keys it takes.
 pub async fn reconcile(ring: Arc<Parsed<KeyRing>>, rc: Arc<RingContext>) -> Result<Action> {
     // An unreadable ring is skipped; its keys report the ring as not found.
@@ -495,10 +542,21 @@ pub async fn reconcile(ring: Arc<Parsed<KeyRing>>, rc: Arc<RingContext>) -> Resu
             let status = KeyRingStatus {
                 conditions: vec![condition],
                 observed_generation: ring.meta().generation,
-                secret_name: Some(secret_name),
+                secret_name: Some(secret_name.clone()),
                 ..ring.status.clone().unwrap_or_default()
             };
             write_status(ring, ctx, status).await?;
+            let note = format!(
+                "Secret {namespace}/{secret_name} exists and is not this KeyRing's: it is never overwritten"
+            );
+            ring_event(
+                ring,
+                ctx,
+                EventType::Warning,
+                Reason::SecretConflict.as_str(),
+                &note,
+            )
+            .await;
             return Ok(Action::requeue(CONFLICT_REQUEUE));
         }
     };
@@ -527,6 +585,12 @@ pub async fn reconcile(ring: Arc<Parsed<KeyRing>>, rc: Arc<RingContext>) -> Resu
             &decided.document,
         )
         .await?;
+        let note = format!(
+            "{} keys listed in Secret {namespace}/{secret_name}: {}",
+            decided.document.members.len(),
+            membership_changes(earlier.as_ref(), &decided.document)
+        );
+        ring_event(ring, ctx, EventType::Normal, "RingUpdated", &note).await;
     }
     let refused: Vec<String> = decided
         .refused
