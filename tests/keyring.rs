@@ -733,3 +733,57 @@ async fn the_verify_server_in_watch_mode_follows_the_ring_through_rotation_compr
         );
     }
 }
+
+#[tokio::test]
+async fn a_burst_of_new_keys_is_one_document_write_not_one_per_key() {
+    let (client, namespace) = setup("ring-burst").await;
+    Api::<KeyRing>::namespaced(client.clone(), &namespace)
+        .create(
+            &PostParams::default(),
+            &ring("burst", json!({"from": "Same"})),
+        )
+        .await
+        .expect("create the ring");
+    wait_document(
+        &client,
+        &namespace,
+        "burst",
+        "the empty ring written",
+        |d| d.members.is_empty(),
+    )
+    .await;
+    let mark = plane().audit_events().expect("audit").len();
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    const BURST: usize = 8;
+    for index in 0..BURST {
+        keys.create(
+            &PostParams::default(),
+            &key_in_ring(&format!("burst-{index}"), &namespace, "burst", json!({})),
+        )
+        .await
+        .expect("create a key");
+    }
+    wait_document(&client, &namespace, "burst", "every key listed", |d| {
+        d.members.len() == BURST
+    })
+    .await;
+    let writes = plane()
+        .audit_events()
+        .expect("audit")
+        .into_iter()
+        .skip(mark)
+        .filter(|e| e.user.username == OPERATOR_USER)
+        .filter(|e| ["create", "update", "patch"].contains(&e.verb.as_str()))
+        .filter(|e| {
+            e.object_ref.as_ref().is_some_and(|o| {
+                o.resource == "secrets"
+                    && o.name.as_deref() == Some("burst")
+                    && o.subresource.is_none()
+            })
+        })
+        .count();
+    assert!(
+        writes <= 2,
+        "{BURST} keys minted at once took {writes} ring document writes"
+    );
+}

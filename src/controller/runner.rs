@@ -97,6 +97,9 @@ fn secret_owners<K: KeyResource>(
     }
 }
 
+/// How long a ring waits for more changes before it rewrites its document.
+const RING_DEBOUNCE: Duration = Duration::from_millis(500);
+
 /// Reconciles in flight per controller: each holds an API connection.
 const CONCURRENCY: u16 = 32;
 
@@ -327,6 +330,14 @@ async fn drive_rings(
             Api::<MetaOnly<Namespace>>::all(client.clone()),
             watcher::Config::default().page_size(PAGE_SIZE),
             selector_rings,
+        )
+        // A burst of key changes (a rollout of many keys, a storm of
+        // rotations) becomes one document write; a leak does not wait for
+        // this (the key's own reconcile revokes it in its rings).
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .debounce(RING_DEBOUNCE)
+                .concurrency(CONCURRENCY),
         )
         .graceful_shutdown_on(shutdown)
         .run(ring::reconcile, ring::error_policy, rc)
