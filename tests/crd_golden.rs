@@ -295,6 +295,12 @@ fn cel_rules_in_place() {
             rules(&status["conditions"]["items"]["properties"]["lastTransitionTime"]),
             [format!("status.conditions[].lastTransitionTime {bound}")]
         );
+        for field in ["revokedAt", "until"] {
+            assert_eq!(
+                rules(&status["revokedKeys"]["items"]["properties"][field]),
+                [format!("status.revokedKeys[].{field} {bound}")]
+            );
+        }
         // No other node carries rules.
         let mut count = 0;
         walk("", &schema, &mut |_, node| {
@@ -303,7 +309,7 @@ fn cel_rules_in_place() {
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
         });
-        assert_eq!(count, 16, "{}", crd.spec.names.kind);
+        assert_eq!(count, 18, "{}", crd.spec.names.kind);
     }
 }
 

@@ -324,6 +324,61 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
     .expect("apply");
     wait_ready(&root_keys, "hygiene-root").await;
 
+    // A key in a key ring: listed, rotated (previous key listed), then marked
+    // compromised (revoked in the ring, a Warning Event).
+    let rings = Api::<keymint::api::KeyRing>::namespaced(client.clone(), &namespace);
+    apply(
+        &rings,
+        &serde_json::from_value(json!({
+            "apiVersion": "keymint.dev/v1alpha1", "kind": "KeyRing",
+            "metadata": {"name": "hygiene-ring"}, "spec": {"allowedNamespaces": {"from": "Same"}}
+        }))
+        .expect("a KeyRing"),
+    )
+    .await
+    .expect("apply");
+    let ringed = |annotations: serde_json::Value| {
+        manifest(
+            "APIKey",
+            json!({"name": "ringed", "annotations": annotations}),
+            json!({"permissions": ["read"], "gracePeriod": "1h", "keyRings": [{"name": "hygiene-ring"}]}),
+        )
+    };
+    apply(&api_keys, &ringed(json!({}))).await.expect("apply");
+    wait_ready(&api_keys, "ringed").await;
+    apply(
+        &api_keys,
+        &ringed(json!({"keymint.dev/rotate-request": "ring-1"})),
+    )
+    .await
+    .expect("apply");
+    wait_for(&api_keys, "ringed", "the rotation", |k| {
+        k.status.as_ref().and_then(|s| s.rotations) == Some(1)
+    })
+    .await;
+    apply(
+        &api_keys,
+        &ringed(
+            json!({"keymint.dev/rotate-request": "ring-1", "keymint.dev/compromised": "INC-1"}),
+        ),
+    )
+    .await
+    .expect("apply");
+    wait_event(&client, &namespace, "ringed", "KeyCompromised").await;
+    let ring_document = eventually("the leaked key revoked in the ring", WAIT, || async {
+        let secret = raw_get(&client, &secret_path(&namespace, "hygiene-ring"))
+            .await?
+            .ok_or("no ring Secret")?;
+        let document = raw_data(&secret, "keyring.json").ok_or("no document")?;
+        let text = String::from_utf8_lossy(&document).into_owned();
+        if text.contains("\"revoked\"") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+
     // A tenant poisons its own Secret's managedFields with a time k8s-openapi
     // cannot parse (past jiff's range); the key must still rotate.
     apply(
@@ -430,13 +485,17 @@ async fn no_key_appears_in_logs_events_status_or_metrics() {
         log.contains(r#""level":"DEBUG""#),
         "the operator logged below info (it runs at trace)"
     );
-    let mut places: Vec<(String, String)> = vec![("operator log".into(), log.clone())];
+    let mut places: Vec<(String, String)> = vec![
+        ("operator log".into(), log.clone()),
+        ("key ring document".into(), ring_document.clone()),
+    ];
     let lists = [
         ("event", "/apis/events.k8s.io/v1/events".to_string()),
         ("core event", "/api/v1/events".to_string()),
         ("APIKey", ApiKey::url_path(&(), None)),
         ("ServiceAccountKey", ServiceAccountKey::url_path(&(), None)),
         ("RootKey", RootKey::url_path(&(), None)),
+        ("KeyRing", keymint::api::KeyRing::url_path(&(), None)),
     ];
     for (kind, path) in &lists {
         let list = raw_get(&client, path)

@@ -787,3 +787,46 @@ async fn a_burst_of_new_keys_is_one_document_write_not_one_per_key() {
         "{BURST} keys minted at once took {writes} ring document writes"
     );
 }
+
+#[tokio::test]
+async fn the_api_server_refuses_a_selector_ring_without_a_selector_naming_the_field() {
+    let (client, namespace) = setup("ring-cel").await;
+    let rings = Api::<KeyRing>::namespaced(client.clone(), &namespace);
+    for (allowed, refused) in [
+        (json!({"from": "Selector"}), true),
+        (
+            json!({"from": "Same", "selector": {"matchLabels": {"a": "b"}}}),
+            true,
+        ),
+        (json!({"selector": {"matchLabels": {"a": "b"}}}), true),
+        (
+            json!({"from": "Selector", "selector": {"matchLabels": {"a": "b"}}}),
+            false,
+        ),
+        (json!({"from": "All"}), false),
+    ] {
+        let name = format!("cel-{}", rand_suffix());
+        let outcome = rings
+            .create(&PostParams::default(), &{
+                let mut ring = ring(&name, allowed.clone());
+                ring.metadata.namespace = Some(namespace.clone());
+                ring
+            })
+            .await;
+        match (outcome, refused) {
+            (Err(kube::Error::Api(status)), true) => assert!(
+                status.message.contains("spec.allowedNamespaces.selector"),
+                "{allowed}: {}",
+                status.message
+            ),
+            (Ok(_), false) => {}
+            (other, _) => panic!("{allowed}: {other:?}"),
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed).to_string()
+}

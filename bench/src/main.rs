@@ -34,6 +34,7 @@ mod results;
 mod server_cpu;
 mod stats;
 mod verify;
+mod verify_watch;
 mod workload;
 
 use std::process::ExitCode;

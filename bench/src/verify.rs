@@ -1,4 +1,4 @@
-//! The verify phase (no cluster): `keymint verify --keyring-file` over a ring
+//! The verify phase: `keymint verify --keyring-file` over a ring
 //! of `--verify-members` members, driven by a keep-alive HTTP/1.1 load client
 //! with `--verify-connections` connections for `--verify-seconds`:
 //!
@@ -8,7 +8,9 @@
 //! 3. reload: the ring file replaced with one key removed (written aside and
 //!    renamed, as the kubelet swaps a mounted Secret) until the server answers
 //!    `NOT_FOUND` for it, at the default 1 s poll interval, the rewrites
-//!    spread over the poll cycle.
+//!    spread over the poll cycle;
+//! 4. and 5. watch mode on a local control plane (`verify_watch`): a rotation
+//!    and a compromise mark, from the API write to the answer changing.
 //!
 //! The load client shares the machine with the server, so (1) and (2) are
 //! only comparable with each other, in the same run.
@@ -55,6 +57,10 @@ pub struct VerifyRun {
     /// (3) ring file replaced -> the removed key answered `NOT_FOUND`.
     pub reload_poll_interval_ms: u64,
     pub reload_seconds: Summary,
+    /// (4) watch mode: rotation -> the old key `NOT_FOUND`.
+    pub watch_rotation_seconds: Summary,
+    /// (5) watch mode: `keymint.dev/compromised` -> the leaked key `REVOKED`.
+    pub watch_revocation_seconds: Summary,
 }
 
 /// One load measurement.
@@ -357,7 +363,12 @@ async fn measure(options: &Options, dir: &Path) -> Result<VerifyRun> {
         }
         reloads.push(written.elapsed().as_secs_f64());
     }
+    drop(connection);
+    drop(server);
+    let watch = crate::verify_watch::measure(&options.keymint, dir).await?;
     Ok(VerifyRun {
+        watch_rotation_seconds: watch.rotation,
+        watch_revocation_seconds: watch.revocation,
         date: jiff::Timestamp::now().to_string(),
         machine: Machine::probe(),
         keymint_commit: machine::keymint_commit(),
@@ -419,5 +430,27 @@ fn markdown(run: &VerifyRun) -> String {
         run.reload_seconds.max,
         run.reload_seconds.count
     );
+    let _ = writeln!(
+        out,
+        "\nWatch mode (`--keyring-secret`, keymint run on a local control plane), from the API write to the answer changing, over {} samples each:\n",
+        run.watch_rotation_seconds.count
+    );
+    let _ = writeln!(out, "| change | p50 | max |\n|---|---|---|");
+    for (label, summary) in [
+        (
+            "rotation (no grace period): old key -> `NOT_FOUND`",
+            &run.watch_rotation_seconds,
+        ),
+        (
+            "`keymint.dev/compromised`: leaked key -> `REVOKED`",
+            &run.watch_revocation_seconds,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {label} | {:.3} s | {:.3} s |",
+            summary.p50, summary.max
+        );
+    }
     out
 }

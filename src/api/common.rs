@@ -324,6 +324,23 @@ pub struct KeyStatus {
     #[x_kube(validation = status_time_rule("status.previousExpiresAt"))]
     pub previous_expires_at: Option<Time>,
 
+    /// Lowercase hex SHA-256 of the previous key during its grace period, for
+    /// the key rings that list it.
+    #[serde(
+        rename = "previousKeySHA256",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(regex(pattern = "^[a-f0-9]{64}$"), length(max = 64))]
+    pub previous_key_sha256: Option<String>,
+
+    /// Keys of this resource marked compromised (`keymint.dev/compromised`),
+    /// newest first, at most 4, each until it would have expired: key rings
+    /// list them as revoked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub revoked_keys: Vec<RevokedKey>,
+
     /// How many times the key has been rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -347,6 +364,31 @@ pub struct KeyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// A key marked compromised.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = no_nullable)]
+pub struct RevokedKey {
+    /// Id of the leaked key.
+    #[schemars(regex(pattern = KEY_ID_PATTERN), length(max = 20))]
+    pub id: String,
+
+    /// Lowercase hex SHA-256 of the leaked key.
+    #[serde(rename = "keySHA256")]
+    #[schemars(regex(pattern = "^[a-f0-9]{64}$"), length(max = 64))]
+    pub key_sha256: String,
+
+    /// When it was revoked.
+    #[schemars(regex(pattern = RFC3339_PATTERN), length(max = TIME_MAX_LENGTH))]
+    #[x_kube(validation = status_time_rule("status.revokedKeys[].revokedAt"))]
+    pub revoked_at: Time,
+
+    /// Until when key rings list it as revoked (when it would have expired).
+    #[schemars(regex(pattern = RFC3339_PATTERN), length(max = TIME_MAX_LENGTH))]
+    #[x_kube(validation = status_time_rule("status.revokedKeys[].until"))]
+    pub until: Time,
 }
 
 impl KeyStatus {
@@ -681,6 +723,8 @@ mod tests {
                     "status.expiresAt",
                     "status.previousExpiresAt",
                     "status.renewalTime",
+                    "status.revokedKeys[].revokedAt",
+                    "status.revokedKeys[].until",
                     "status.updatedAt",
                 ]
             };

@@ -88,7 +88,8 @@ pub use api_key::{
 pub use common::{
     DEFAULT_ENTROPY_BITS, DURATION_MAX_LENGTH, DURATION_PATTERN, DeletionPolicy, KEY_ID_PATTERN,
     KeyFormat, KeySpec, KeySpecCommon, KeyStatus, MAX_DURATION_STR, MAX_ENTROPY_BITS,
-    MIN_ENTROPY_BITS, PREFIX_PATTERN, RESERVED_APP_KEYS, RESERVED_KEY_DOMAINS, SecretTemplate,
+    MIN_ENTROPY_BITS, PREFIX_PATTERN, RESERVED_APP_KEYS, RESERVED_KEY_DOMAINS, RevokedKey,
+    SecretTemplate,
 };
 pub use key_ring::{
     AllowedNamespaces, KeyRing, KeyRingRef, KeyRingSpec, KeyRingStatus, MAX_KEY_RINGS,

@@ -355,6 +355,11 @@ async fn issue<K: KeyResource>(
         extra_annotations: resource.secret_annotations(),
         owner_reference: owner_reference(resource, common.deletion_policy()),
     });
+    // For key rings: the previous key's hash (never the key).
+    let previous_key_sha256 = texts
+        .previous_key
+        .as_deref()
+        .map(|key| sha256_hex(key.as_str()));
     let secrets = Api::<MetaOnly<Secret>>::namespaced(ctx.client.clone(), namespace);
     let written = write_secret(ctx, &secrets, existing, &mut desired, target.secret_name).await;
     // Key material does not outlive the write (the token itself is Zeroizing).
@@ -400,6 +405,8 @@ async fn issue<K: KeyResource>(
     let new_status = status::issued(
         status,
         &status::Issued {
+            previous_key_sha256,
+            revoked_keys: revoked_keys(status, &plan.change, &prepared.observed, now),
             record: &plan.record,
             renewal_time: plan::rotation_time(&plan.record, &wanted.policy),
             secret_name: target.secret_name,
@@ -788,6 +795,48 @@ pub(crate) async fn publish_to(
     if let Err(error) = ctx.recorder.publish(&event, reference).await {
         warn!(%error, reason, "cannot publish event");
     }
+}
+
+/// Most compromised keys a status lists (newest first).
+const MAX_REVOKED_KEYS: usize = 4;
+/// How long a compromised key that never expires is listed as revoked.
+const REVOKED_LISTED_FOR: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 30);
+
+/// The status's compromised keys: those still within their time, and the
+/// key just rotated out for a compromise mark.
+fn revoked_keys(
+    status: Option<&crate::api::KeyStatus>,
+    change: &Change,
+    observed: &Observed,
+    now: Timestamp,
+) -> Vec<crate::api::RevokedKey> {
+    let mut revoked: Vec<crate::api::RevokedKey> = Vec::new();
+    if *change == Change::Rotate(RotateReason::Compromised)
+        && let Observed::Present { record, .. } = observed
+    {
+        revoked.push(crate::api::RevokedKey {
+            id: record.id.clone(),
+            key_sha256: record.sha256.clone(),
+            revoked_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+            until: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                record.expires_at.unwrap_or(now + REVOKED_LISTED_FOR),
+            ),
+        });
+    }
+    let earlier = status
+        .map(|s| s.revoked_keys.as_slice())
+        .unwrap_or_default();
+    revoked.extend(
+        earlier
+            .iter()
+            .filter(|key| {
+                key.until.0 > now && revoked.iter().all(|r| r.key_sha256 != key.key_sha256)
+            })
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    revoked.truncate(MAX_REVOKED_KEYS);
+    revoked
 }
 
 /// How a rotate request is recorded (Secret annotation, status): as given when

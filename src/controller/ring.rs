@@ -189,10 +189,28 @@ fn issued(status: Option<&KeyStatus>) -> (Option<CurrentKey>, Option<PreviousKey
         (Some(id), Some(until)) => Some(PreviousKey {
             id: id.clone(),
             until: until.0,
+            sha256: status.previous_key_sha256.clone(),
         }),
         _ => None,
     };
     (current, previous)
+}
+
+/// The compromised keys a key's status lists.
+fn revoked_of(status: Option<&KeyStatus>) -> Vec<membership::RevokedKey> {
+    status
+        .map(|status| {
+            status
+                .revoked_keys
+                .iter()
+                .map(|key| membership::RevokedKey {
+                    id: key.id.clone(),
+                    sha256: key.key_sha256.clone(),
+                    until: key.until.0,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Every key resource in the caches that names `ring`.
@@ -226,6 +244,7 @@ async fn candidates(ring: &KeyRing, rc: &RingContext) -> Result<Vec<Candidate>> 
             created: created(key.meta()),
             current,
             previous,
+            revoked: revoked_of(key.status.as_ref()),
         });
     }
     let account_keys = rc.account_keys.iter().flat_map(|store| store.state());
@@ -248,6 +267,7 @@ async fn candidates(ring: &KeyRing, rc: &RingContext) -> Result<Vec<Candidate>> 
             created: created(key.meta()),
             current,
             previous,
+            revoked: revoked_of(key.status.as_ref()),
         });
     }
     Ok(found)
@@ -391,6 +411,9 @@ async fn write_document(
     Ok(())
 }
 
+/// Writes of a revocation that lose a race with the ring's own write are retried.
+const REVOKE_ATTEMPTS: usize = 5;
+
 /// How long a revoked key that never expires stays listed as revoked.
 const REVOKED_LISTED_FOR: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 30);
 
@@ -409,52 +432,64 @@ pub async fn revoke_in_rings<K: KeyResource>(
 ) {
     let key_namespace = key.namespace().unwrap_or_default();
     for (namespace, name) in named_rings(&key_namespace, key.key_rings()) {
-        let outcome: Result<()> = async {
-            let rings = Api::<Parsed<KeyRing>>::namespaced(ctx.client.clone(), &namespace);
-            let Some(Parsed::Ok(ring)) = rings.get_opt(&name).await? else {
-                return Ok(());
-            };
-            let secret_name = ring
-                .spec
-                .secret_name
-                .clone()
-                .unwrap_or_else(|| ring.name_any());
-            let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-            let uid = ring.meta().uid.clone().unwrap_or_default();
-            let RingSecret::Ours(secret, Some(mut document)) =
-                classify(secrets.get_opt(&secret_name).await?, &uid)
-            else {
-                return Ok(());
-            };
-            document
-                .members
-                .retain(|member| member.sha256 != leaked.sha256);
-            document.members.push(crate::keyring::Member {
-                id: leaked.id.clone(),
-                sha256: leaked.sha256.clone(),
-                kind,
-                issuer: Issuer {
-                    namespace: Some(key_namespace.clone()),
-                    name: key.name_any(),
-                    service_account: service_account.clone(),
-                },
-                permissions: permissions.clone(),
-                not_before: membership::format_time(leaked.created_at),
-                expires_at: Some(membership::format_time(
-                    leaked.expires_at.unwrap_or(now + REVOKED_LISTED_FOR),
-                )),
-                state: crate::keyring::MemberState::Revoked,
-            });
-            let document = RingDocument::new(
-                document.ring.clone(),
-                membership::format_time(now),
-                document.members,
-            );
-            write_document(&ring, &secrets, &secret_name, Some(&secret), &document).await
-        }
-        .await;
-        if let Err(error) = outcome {
-            tracing::warn!(ring = %format!("{namespace}/{name}"), %error, "cannot list the leaked key as revoked now");
+        // The ring's own reconcile may write in between: read and write again.
+        for attempt in 1..=REVOKE_ATTEMPTS {
+            let outcome: Result<()> = async {
+                let rings = Api::<Parsed<KeyRing>>::namespaced(ctx.client.clone(), &namespace);
+                let Some(Parsed::Ok(ring)) = rings.get_opt(&name).await? else {
+                    return Ok(());
+                };
+                let secret_name = ring
+                    .spec
+                    .secret_name
+                    .clone()
+                    .unwrap_or_else(|| ring.name_any());
+                let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+                let uid = ring.meta().uid.clone().unwrap_or_default();
+                let RingSecret::Ours(secret, Some(mut document)) =
+                    classify(secrets.get_opt(&secret_name).await?, &uid)
+                else {
+                    return Ok(());
+                };
+                document
+                    .members
+                    .retain(|member| member.sha256 != leaked.sha256);
+                document.members.push(crate::keyring::Member {
+                    id: leaked.id.clone(),
+                    sha256: leaked.sha256.clone(),
+                    kind,
+                    issuer: Issuer {
+                        namespace: Some(key_namespace.clone()),
+                        name: key.name_any(),
+                        service_account: service_account.clone(),
+                    },
+                    permissions: permissions.clone(),
+                    not_before: membership::format_time(leaked.created_at),
+                    expires_at: Some(membership::format_time(
+                        leaked.expires_at.unwrap_or(now + REVOKED_LISTED_FOR),
+                    )),
+                    state: crate::keyring::MemberState::Revoked,
+                });
+                let document = RingDocument::new(
+                    document.ring.clone(),
+                    membership::format_time(now),
+                    document.members,
+                );
+                write_document(&ring, &secrets, &secret_name, Some(&secret), &document).await
+            }
+            .await;
+            match outcome {
+                Err(Error::Kube(kube::Error::Api(status)))
+                    if status.code == 409 && attempt < REVOKE_ATTEMPTS =>
+                {
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(ring = %format!("{namespace}/{name}"), %error, "cannot list the leaked key as revoked now");
+                }
+                Ok(()) => {}
+            }
+            break;
         }
     }
 }

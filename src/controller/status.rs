@@ -77,6 +77,10 @@ pub struct Issued<'a> {
     pub secret_namespace: Option<&'a str>,
     pub generation: Option<i64>,
     pub ready: Ready,
+    /// SHA-256 of the previous key, while it is kept.
+    pub previous_key_sha256: Option<String>,
+    /// Keys marked compromised, newest first.
+    pub revoked_keys: Vec<crate::api::RevokedKey>,
 }
 
 /// Status of a resource whose key is issued.
@@ -95,6 +99,11 @@ pub fn issued(current: Option<&KeyStatus>, issued: &Issued<'_>, now: Timestamp) 
         key_sha256: Some(record.sha256.clone()),
         previous_id: record.previous.as_ref().map(|p| p.id.clone()),
         previous_expires_at: record.previous.as_ref().map(|p| Time(p.until)),
+        previous_key_sha256: record
+            .previous
+            .as_ref()
+            .and(issued.previous_key_sha256.clone()),
+        revoked_keys: issued.revoked_keys.clone(),
         rotations: Some(i64::try_from(record.rotations).unwrap_or(i64::MAX)),
         // The schema caps it (an annotation value may be far longer).
         last_rotate_request: record
@@ -125,6 +134,8 @@ pub fn blocked(
         Some(status) if !why.reason.revokes() => status.clone(),
         Some(status) => KeyStatus {
             rotations: status.rotations,
+            // Still listed as revoked by key rings until they would have expired.
+            revoked_keys: status.revoked_keys.clone(),
             ..KeyStatus::default()
         },
         None => KeyStatus::default(),

@@ -22,6 +22,16 @@ pub struct Candidate {
     pub created: Timestamp,
     pub current: Option<CurrentKey>,
     pub previous: Option<PreviousKey>,
+    /// Keys of this resource marked compromised, still within their time.
+    pub revoked: Vec<RevokedKey>,
+}
+
+/// A key marked compromised (`status.revokedKeys`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevokedKey {
+    pub id: String,
+    pub sha256: String,
+    pub until: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,12 +42,14 @@ pub struct CurrentKey {
     pub expires_at: Option<Timestamp>,
 }
 
-/// The previous key of a rotation still in its grace period. Its hash is not
-/// in the key's status: it is the hash the ring listed for that id before.
+/// The previous key of a rotation still in its grace period. Its hash is in
+/// the key's status (`previousKeySHA256`); a status written before that field
+/// existed leaves it to the hash the ring listed for that id before.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreviousKey {
     pub id: String,
     pub until: Timestamp,
+    pub sha256: Option<String>,
 }
 
 /// Why a key that names the ring is not listed.
@@ -117,6 +129,25 @@ pub fn decide(
                 .collect()
         })
         .unwrap_or_default();
+    // The keys' own records of their compromised keys (accepted keys only).
+    let mut revoked = revoked;
+    for candidate in candidates.iter().filter(|c| c.accepted) {
+        for key in candidate.revoked.iter().filter(|key| key.until > now) {
+            if revoked.iter().any(|member| member.sha256 == key.sha256) {
+                continue;
+            }
+            revoked.push(Member {
+                id: key.id.clone(),
+                sha256: key.sha256.clone(),
+                kind: candidate.kind,
+                issuer: candidate.issuer.clone(),
+                permissions: candidate.permissions.clone(),
+                not_before: format_time(key.until.min(now)),
+                expires_at: Some(format_time(key.until)),
+                state: MemberState::Revoked,
+            });
+        }
+    }
     let is_revoked = |sha256: &str| revoked.iter().any(|member| member.sha256 == sha256);
     let mut size: usize = revoked
         .iter()
@@ -154,7 +185,10 @@ pub fn decide(
         if let (Some(previous), Some(current)) = (&candidate.previous, &candidate.current)
             && previous.until > now
             && previous.id != current.id
-            && let Some(sha256) = earlier_hash(&previous.id)
+            && let Some(sha256) = previous
+                .sha256
+                .clone()
+                .or_else(|| earlier_hash(&previous.id))
             && sha256 != current.sha256
         {
             own.push(Member {
@@ -236,7 +270,9 @@ mod tests {
             previous: previous.map(|(id, until)| PreviousKey {
                 id: id.into(),
                 until: at(until),
+                sha256: None,
             }),
+            revoked: Vec::new(),
         }
     }
 
@@ -340,6 +376,40 @@ mod tests {
                 .iter()
                 .all(|m| m.state != MemberState::Revoked),
             "gone after its expiry"
+        );
+    }
+
+    #[test]
+    fn the_status_alone_gives_the_previous_hash_and_the_revoked_keys() {
+        let now = at("2026-03-01T00:00:10Z");
+        let mut joined_after_rotation = candidate(
+            "a",
+            true,
+            Some(("NEW", 'b')),
+            Some(("OLD", "2026-03-01T01:00:00Z")),
+        );
+        if let Some(previous) = joined_after_rotation.previous.as_mut() {
+            previous.sha256 = Some(std::iter::repeat_n('a', 64).collect());
+        }
+        joined_after_rotation.revoked = vec![RevokedKey {
+            id: "LEAKED".into(),
+            sha256: std::iter::repeat_n('c', 64).collect(),
+            until: at("2026-05-01T00:00:00Z"),
+        }];
+        let decided = decide(ring(), vec![joined_after_rotation], None, now);
+        let states: Vec<(&str, MemberState)> = decided
+            .document
+            .members
+            .iter()
+            .map(|m| (m.id.as_str(), m.state))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("LEAKED", MemberState::Revoked),
+                ("NEW", MemberState::Current),
+                ("OLD", MemberState::Previous)
+            ]
         );
     }
 
