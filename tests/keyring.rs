@@ -46,6 +46,20 @@ fn key_in_ring(
     api_key(name, spec)
 }
 
+/// Sets annotations on an APIKey (server-side apply as the test's manager).
+async fn annotate(keys: &Api<ApiKey>, name: &str, annotations: serde_json::Value) {
+    keys.patch(
+        name,
+        &PatchParams::apply(TEST_MANAGER),
+        &Patch::Apply(&json!({
+            "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
+            "metadata": {"name": name, "annotations": annotations},
+        })),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("annotate {name}: {e}"));
+}
+
 async fn label_namespace(client: &kube::Client, namespace: &str, labels: serde_json::Value) {
     Api::<Namespace>::all(client.clone())
         .patch(
@@ -199,16 +213,12 @@ async fn a_ring_lists_accepted_keys_follows_rotation_and_deletion_and_refuses_th
     );
 
     // Rotation: the new key and, for the grace period, the previous one.
-    keys.patch(
+    annotate(
+        &keys,
         "client-key",
-        &PatchParams::apply(TEST_MANAGER),
-        &Patch::Apply(&json!({
-            "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
-            "metadata": {"name": "client-key", "annotations": {ROTATE_REQUEST_ANNOTATION: "one"}},
-        })),
+        json!({ROTATE_REQUEST_ANNOTATION: "one"}),
     )
-    .await
-    .expect("request a rotation");
+    .await;
     let rotated = wait_document(
         &client,
         &service,
@@ -451,16 +461,7 @@ async fn marking_a_key_compromised_rotates_it_at_once_and_revokes_the_leaked_key
     })
     .await;
 
-    keys.patch(
-        "leaky",
-        &PatchParams::apply(TEST_MANAGER),
-        &Patch::Apply(&json!({
-            "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
-            "metadata": {"name": "leaky", "annotations": {"keymint.dev/compromised": "INC-42"}},
-        })),
-    )
-    .await
-    .expect("mark the key compromised");
+    annotate(&keys, "leaky", json!({"keymint.dev/compromised": "INC-42"})).await;
     let after = wait_for_new_key(&keys, "leaky", &leaked_id).await;
     assert_eq!(after.previous_id, None, "no grace period for a leaked key");
     let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
@@ -674,16 +675,7 @@ async fn the_verify_server_in_watch_mode_follows_the_ring_through_rotation_compr
     wait_answer(&server, &intruder_key, "NOT_FOUND", WAIT).await;
 
     // Rotation: the new key, and the previous one during its grace period only.
-    keys.patch(
-        "caller",
-        &PatchParams::apply(TEST_MANAGER),
-        &Patch::Apply(&json!({
-            "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
-            "metadata": {"name": "caller", "annotations": {ROTATE_REQUEST_ANNOTATION: "r1"}},
-        })),
-    )
-    .await
-    .expect("request a rotation");
+    annotate(&keys, "caller", json!({ROTATE_REQUEST_ANNOTATION: "r1"})).await;
     let second = wait_for_new_key(&keys, "caller", first.id.as_deref().unwrap_or_default()).await;
     let second_key = token_of(&client, &client_ns, "caller").await;
     wait_answer(&server, &second_key, "VALID", WAIT).await;
@@ -699,17 +691,13 @@ async fn the_verify_server_in_watch_mode_follows_the_ring_through_rotation_compr
 
     // A leak: within 2 s the server refuses the leaked key.
     let marked = std::time::Instant::now();
-    keys.patch(
+    annotate(
+        &keys,
         "caller",
-        &PatchParams::apply(TEST_MANAGER),
-        &Patch::Apply(&json!({
-            "apiVersion": "keymint.dev/v1alpha1", "kind": "APIKey",
-            "metadata": {"name": "caller", "annotations": {
-                ROTATE_REQUEST_ANNOTATION: "r1", "keymint.dev/compromised": "INC-1"}},
-        })),
+        json!({
+                ROTATE_REQUEST_ANNOTATION: "r1", "keymint.dev/compromised": "INC-1"}),
     )
-    .await
-    .expect("mark compromised");
+    .await;
     wait_answer(&server, &second_key, "REVOKED", Duration::from_secs(2)).await;
     eprintln!(
         "the leaked key was refused {:?} after the mark",

@@ -290,6 +290,19 @@ fn operator_writes_since(mark: usize) -> Vec<AuditEvent> {
         .collect()
 }
 
+/// The operator's Secret writes since `mark`.
+fn operator_secret_writes_since(mark: usize) -> Vec<AuditEvent> {
+    operator_writes_since(mark)
+        .into_iter()
+        .filter(|event| {
+            event
+                .object_ref
+                .as_ref()
+                .is_some_and(|o| o.resource == "secrets")
+        })
+        .collect()
+}
+
 fn describe(events: &[AuditEvent]) -> Vec<String> {
     events
         .iter()
@@ -427,15 +440,7 @@ async fn the_chart_runs_the_image_as_a_pod_that_leads_and_mints_the_examples() {
         "the examples hold every kind; {minted} keys found"
     );
     // Minted by the operator Pod: its bound token names the Pod.
-    let secret_writes: Vec<AuditEvent> = operator_writes_since(mark)
-        .into_iter()
-        .filter(|event| {
-            event
-                .object_ref
-                .as_ref()
-                .is_some_and(|o| o.resource == "secrets")
-        })
-        .collect();
+    let secret_writes = operator_secret_writes_since(mark);
     assert!(
         !secret_writes.is_empty(),
         "the operator Pod wrote the examples' Secrets"
@@ -681,15 +686,7 @@ async fn helm_upgrade_to_a_new_tag_and_values_rolls_out_without_touching_keys() 
         before,
         "no Secret rewritten, no key re-minted"
     );
-    let secret_writes: Vec<AuditEvent> = operator_writes_since(mark)
-        .into_iter()
-        .filter(|event| {
-            event
-                .object_ref
-                .as_ref()
-                .is_some_and(|o| o.resource == "secrets")
-        })
-        .collect();
+    let secret_writes = operator_secret_writes_since(mark);
     assert!(
         secret_writes.is_empty(),
         "Secret writes: {:?}",
@@ -766,15 +763,7 @@ async fn helm_uninstall_keeps_keys_and_crds_and_a_reinstall_adopts_them() {
         before,
         "adopted, not re-minted"
     );
-    let secret_writes: Vec<AuditEvent> = operator_writes_since(mark)
-        .into_iter()
-        .filter(|event| {
-            event
-                .object_ref
-                .as_ref()
-                .is_some_and(|o| o.resource == "secrets")
-        })
-        .collect();
+    let secret_writes = operator_secret_writes_since(mark);
     assert!(
         secret_writes.is_empty(),
         "Secret writes: {:?}",

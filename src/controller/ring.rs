@@ -215,62 +215,50 @@ fn revoked_of(status: Option<&KeyStatus>) -> Vec<membership::RevokedKey> {
 
 /// Every key resource in the caches that names `ring`.
 async fn candidates(ring: &KeyRing, rc: &RingContext) -> Result<Vec<Candidate>> {
-    let ring_namespace = ring.namespace().unwrap_or_default();
-    let ring_name = ring.name_any();
-    let names_this = |namespace: &str, refs: &[KeyRingRef]| {
-        named_rings(namespace, refs)
-            .iter()
-            .any(|(ns, name)| *ns == ring_namespace && *name == ring_name)
-    };
     let mut labels = NamespaceLabels::new(rc.ctx.client.clone());
     let mut found = Vec::new();
-    let api_keys = rc.api_keys.iter().flat_map(|store| store.state());
-    for key in api_keys {
-        let Some(key) = key.ok() else { continue };
-        let namespace = key.namespace().unwrap_or_default();
-        if key.meta().deletion_timestamp.is_some() || !names_this(&namespace, &key.spec.key_rings) {
-            continue;
-        }
-        let (current, previous) = issued(key.status.as_ref());
-        found.push(Candidate {
-            kind: MemberKind::ApiKey,
-            issuer: Issuer {
-                namespace: Some(namespace.clone()),
-                name: key.name_any(),
-                service_account: None,
-            },
-            permissions: key.spec.permissions.clone(),
-            accepted: ring_accepts(ring, &namespace, &mut labels).await?,
-            created: created(key.meta()),
-            current,
-            previous,
-            revoked: revoked_of(key.status.as_ref()),
-        });
-    }
-    let account_keys = rc.account_keys.iter().flat_map(|store| store.state());
-    for key in account_keys {
-        let Some(key) = key.ok() else { continue };
-        let namespace = key.namespace().unwrap_or_default();
-        if key.meta().deletion_timestamp.is_some() || !names_this(&namespace, &key.spec.key_rings) {
-            continue;
-        }
-        let (current, previous) = issued(key.status.as_ref());
-        found.push(Candidate {
-            kind: MemberKind::ServiceAccountKey,
-            issuer: Issuer {
-                namespace: Some(namespace.clone()),
-                name: key.name_any(),
-                service_account: Some(key.spec.service_account_name.clone()),
-            },
-            permissions: Vec::new(),
-            accepted: ring_accepts(ring, &namespace, &mut labels).await?,
-            created: created(key.meta()),
-            current,
-            previous,
-            revoked: revoked_of(key.status.as_ref()),
-        });
-    }
+    candidates_of(&rc.api_keys, ring, &mut labels, &mut found).await?;
+    candidates_of(&rc.account_keys, ring, &mut labels, &mut found).await?;
     Ok(found)
+}
+
+/// The keys of one kind's caches that name `ring`, added to `found`.
+async fn candidates_of<K: KeyResource>(
+    stores: &[Store<Parsed<K>>],
+    ring: &KeyRing,
+    labels: &mut NamespaceLabels,
+    found: &mut Vec<Candidate>,
+) -> Result<()> {
+    let ring_namespace = ring.namespace().unwrap_or_default();
+    let ring_name = ring.name_any();
+    for key in stores.iter().flat_map(|store| store.state()) {
+        let Some(key) = key.ok() else { continue };
+        let namespace = key.namespace().unwrap_or_default();
+        let names_this = named_rings(&namespace, key.key_rings())
+            .iter()
+            .any(|(ns, name)| *ns == ring_namespace && *name == ring_name);
+        if key.meta().deletion_timestamp.is_some() || !names_this {
+            continue;
+        }
+        let (kind, permissions, service_account) = key.ring_identity();
+        let status = key.key_status();
+        let (current, previous) = issued(status);
+        found.push(Candidate {
+            kind,
+            issuer: Issuer {
+                namespace: Some(namespace.clone()),
+                name: key.name_any(),
+                service_account,
+            },
+            permissions,
+            accepted: ring_accepts(ring, &namespace, labels).await?,
+            created: created(key.meta()),
+            current,
+            previous,
+            revoked: revoked_of(status),
+        });
+    }
+    Ok(())
 }
 
 fn created(meta: &ObjectMeta) -> Timestamp {
