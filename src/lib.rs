@@ -5,6 +5,7 @@ pub mod api;
 pub mod controller;
 pub mod keyring;
 pub mod keys;
+pub mod rollout;
 pub mod server;
 pub mod telemetry;
 pub mod verify;
