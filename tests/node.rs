@@ -137,12 +137,35 @@ fn install_as_readme_says(helm: &Helm, node: &Node, helm_only: bool) {
     }
 }
 
-/// Waits until the Deployment has rolled out completely: every replica of the
-/// current template updated, Ready and available, no Pod of an older one left.
+/// Waits until the operator's Deployment has rolled out completely.
 async fn wait_rollout(client: &kube::Client) -> Vec<Pod> {
-    let deployments = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
-    eventually("the operator Deployment to roll out", ROLLOUT, || async {
-        let deployment = deployments.get(RELEASE).await.map_err(|e| e.to_string())?;
+    wait_deployment(client, NAMESPACE, RELEASE, "operator").await
+}
+
+/// Waits until a Deployment of the release has rolled out completely: every
+/// replica of the current template updated, Ready and available, no Pod of
+/// an older one left.
+async fn wait_deployment(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    component: &str,
+) -> Vec<Pod> {
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+    let pods_of = || async {
+        release_pods(client, namespace, RELEASE)
+            .await
+            .into_iter()
+            .filter(|pod| {
+                pod.labels()
+                    .get("app.kubernetes.io/component")
+                    .map(String::as_str)
+                    == Some(component)
+            })
+            .collect::<Vec<Pod>>()
+    };
+    eventually(&format!("Deployment {namespace}/{name} to roll out"), ROLLOUT, || async {
+        let deployment = deployments.get(name).await.map_err(|e| e.to_string())?;
         let wanted = deployment.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1);
         let status = deployment.status.clone().unwrap_or_default();
         let current = status.observed_generation >= deployment.metadata.generation;
@@ -152,13 +175,13 @@ async fn wait_rollout(client: &kube::Client) -> Vec<Pod> {
             status.ready_replicas,
             status.available_replicas,
         ];
-        let pods: Vec<Pod> = release_pods(client, NAMESPACE, RELEASE)
-            .await
+        let every_pod = pods_of().await;
+        let gone_old = every_pod.len() == wanted as usize;
+        let pods: Vec<Pod> = every_pod
             .into_iter()
             .filter(|pod| pod.metadata.deletion_timestamp.is_none())
             .collect();
         let all_ready = pods.len() == wanted as usize && pods.iter().all(pod_ready);
-        let gone_old = release_pods(client, NAMESPACE, RELEASE).await.len() == wanted as usize;
         if current && counts.iter().all(|count| *count == Some(wanted)) && all_ready && gone_old {
             Ok(pods)
         } else {
@@ -847,4 +870,106 @@ async fn metrics_are_scraped_through_the_pod_network_and_the_probes_decide_ready
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_chart_deploys_keymint_verify_for_a_ring_and_it_answers_through_its_service() {
+    use keymint_test_support::verify::request_at;
+    let _suite = SUITE.lock().await;
+    let client = installed().await;
+    let plane = node().control_plane();
+    // The examples' ring and the key that joins it (namespace default).
+    let example = keymint_test_support::helm::repo().join("examples/keyring.yaml");
+    let apply =
+        std::process::Command::new(keymint_test_support::helm::repo().join(".venv/bin/kubectl"))
+            .args(["apply", "-f"])
+            .arg(&example)
+            .arg("--kubeconfig")
+            .arg(plane.kubeconfig_path())
+            .output()
+            .expect("run kubectl");
+    assert!(apply.status.success(), "kubectl apply: {}", stderr(&apply));
+    let keys = Api::<ApiKey>::namespaced(client.clone(), "default");
+    let issued = wait_ready(&keys, "invoices-exporter").await;
+    let secret = Api::<Secret>::namespaced(client.clone(), "default")
+        .get("invoices-exporter")
+        .await
+        .expect("the key's Secret");
+    let key = String::from_utf8(secret.data.expect("data")["key"].0.clone()).expect("utf-8");
+
+    helm().install_ok(
+        plane,
+        RELEASE,
+        NAMESPACE,
+        &[
+            "--reuse-values",
+            "--set",
+            "verifier.enabled=true",
+            "--set",
+            "verifier.namespace=default",
+            "--set",
+            "verifier.keyRingSecret=billing-api",
+        ],
+    );
+    // Ready only once the ring is loaded: through the API, with the chart's
+    // Role on that one Secret.
+    let pods = wait_deployment(&client, "default", "keymint-verifier", "verifier").await;
+    assert_eq!(pods.len(), 2, "verifier.replicas defaults to 2");
+    let service = Api::<Service>::namespaced(client.clone(), "default")
+        .get("keymint-verifier")
+        .await
+        .expect("the verifier Service");
+    let address = service
+        .spec
+        .and_then(|spec| spec.cluster_ip)
+        .expect("a cluster IP");
+    let body = serde_json::json!({"key": key, "permission": "exports:csv"}).to_string();
+    let answer = eventually("a verification through the Service", WAIT, || async {
+        request_at(
+            &address,
+            8081,
+            "POST",
+            "/v1/verify",
+            &[("Content-Type", "application/json")],
+            &body,
+        )
+        .map_err(|e| e.to_string())
+    })
+    .await;
+    let verdict = answer.json();
+    assert_eq!(verdict["code"], "VALID", "{verdict}");
+    assert_eq!(
+        verdict["id"],
+        serde_json::json!(issued.status.and_then(|s| s.id))
+    );
+    assert_eq!(verdict["issuer"]["name"], "invoices-exporter");
+    let bearer = format!("Bearer {key}");
+    let forward = request_at(
+        &address,
+        8081,
+        "GET",
+        "/v1/forward-auth/invoices",
+        &[("Authorization", &bearer)],
+        "",
+    )
+    .expect("forward-auth");
+    assert_eq!(forward.status, 200);
+    assert!(forward.header("x-keymint-key-id").is_some());
+    let refused = request_at(
+        &address,
+        8081,
+        "GET",
+        "/v1/forward-auth",
+        &[("X-API-Key", "ak_notakey")],
+        "",
+    )
+    .expect("forward-auth");
+    assert_eq!(refused.status, 401);
+
+    helm().install_ok(
+        plane,
+        RELEASE,
+        NAMESPACE,
+        &["--reuse-values", "--set", "verifier.enabled=false"],
+    );
 }

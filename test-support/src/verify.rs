@@ -101,7 +101,19 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> std::io::Result<Answer> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    request_at("127.0.0.1", port, method, path, headers, body)
+}
+
+/// [`request`] to `host` (a Pod's or a Service's address on the node).
+pub fn request_at(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Answer> {
+    let mut stream = std::net::TcpStream::connect((host, port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut text = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for (name, value) in headers {
