@@ -46,6 +46,31 @@ fn key_in_ring(
     api_key(name, spec)
 }
 
+/// Creates a KeyRing `name` in `namespace` accepting `allowed`.
+async fn create_ring(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    allowed: serde_json::Value,
+) {
+    Api::<KeyRing>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &ring(name, allowed))
+        .await
+        .unwrap_or_else(|e| panic!("create the ring {name}: {e}"));
+}
+
+/// The operator's create, update and patch requests since `mark`.
+fn operator_writes_since(mark: usize) -> Vec<keymint_testenv::AuditEvent> {
+    plane()
+        .audit_events()
+        .expect("audit")
+        .into_iter()
+        .skip(mark)
+        .filter(|e| e.user.username == OPERATOR_USER)
+        .filter(|e| ["create", "update", "patch"].contains(&e.verb.as_str()))
+        .collect()
+}
+
 /// Sets annotations on an APIKey (server-side apply as the test's manager).
 async fn annotate(keys: &Api<ApiKey>, name: &str, annotations: serde_json::Value) {
     keys.patch(
@@ -115,16 +140,13 @@ async fn a_ring_lists_accepted_keys_follows_rotation_and_deletion_and_refuses_th
     let (_, stranger) = setup("ring-stranger").await;
     label_namespace(&client, &client_ns, json!({"ring-test/billing": "member"})).await;
     let rings = Api::<KeyRing>::namespaced(client.clone(), &service);
-    rings
-        .create(
-            &PostParams::default(),
-            &ring(
-                "billing",
-                json!({"from": "Selector", "selector": {"matchLabels": {"ring-test/billing": "member"}}}),
-            ),
-        )
-        .await
-        .expect("create the ring");
+    create_ring(
+        &client,
+        &service,
+        "billing",
+        json!({"from": "Selector", "selector": {"matchLabels": {"ring-test/billing": "member"}}}),
+    )
+    .await;
 
     // A key from an accepted namespace joins: its id and hash, never the key.
     let keys = Api::<ApiKey>::namespaced(client.clone(), &client_ns);
@@ -248,28 +270,33 @@ async fn a_ring_lists_accepted_keys_follows_rotation_and_deletion_and_refuses_th
 
     // At rest: no write to the ring's Secret.
     let mark = plane().audit_events().expect("audit").len();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let writes: Vec<_> = plane()
-        .audit_events()
-        .expect("audit")
-        .into_iter()
-        .skip(mark)
-        .filter(|e| e.user.username == OPERATOR_USER)
-        .filter(|e| ["create", "update", "patch"].contains(&e.verb.as_str()))
-        .filter(|e| {
-            e.object_ref
-                .as_ref()
-                .is_some_and(|o| o.namespace.as_deref() == Some(service.as_str()))
-        })
-        .map(|e| {
-            format!(
-                "{} {:?}",
-                e.verb,
-                e.object_ref.map(|o| (o.resource, o.name))
-            )
-        })
-        .collect();
-    assert!(writes.is_empty(), "writes at rest: {writes:?}");
+    keymint_test_support::holds_for(
+        "no operator write at rest",
+        Duration::from_secs(5),
+        || async {
+            let writes: Vec<String> = operator_writes_since(mark)
+                .into_iter()
+                .filter(|e| {
+                    e.object_ref
+                        .as_ref()
+                        .is_some_and(|o| o.namespace.as_deref() == Some(service.as_str()))
+                })
+                .map(|e| {
+                    format!(
+                        "{} {:?}",
+                        e.verb,
+                        e.object_ref.map(|o| (o.resource, o.name))
+                    )
+                })
+                .collect();
+            if writes.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{writes:?}"))
+            }
+        },
+    )
+    .await;
 
     // Withdrawing consent (the namespace label) removes the key and reports it.
     label_namespace(&client, &client_ns, json!({"ring-test/billing": null})).await;
@@ -306,13 +333,7 @@ async fn a_ring_lists_accepted_keys_follows_rotation_and_deletion_and_refuses_th
 async fn a_forged_document_is_restored_and_a_foreign_secret_is_never_overwritten() {
     let (client, namespace) = setup("ring-forged").await;
     let rings = Api::<KeyRing>::namespaced(client.clone(), &namespace);
-    rings
-        .create(
-            &PostParams::default(),
-            &ring("own", json!({"from": "Same"})),
-        )
-        .await
-        .expect("create the ring");
+    create_ring(&client, &namespace, "own", json!({"from": "Same"})).await;
     let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
     keys.create(
         &PostParams::default(),
@@ -422,13 +443,7 @@ async fn a_key_naming_a_missing_ring_says_so_and_joins_when_it_appears() {
     .await
     .expect("create the key");
     wait_reason(&keys, "early", "False", "KeyRingNotFound").await;
-    Api::<KeyRing>::namespaced(client.clone(), &namespace)
-        .create(
-            &PostParams::default(),
-            &ring("later", json!({"from": "Same"})),
-        )
-        .await
-        .expect("create the ring");
+    create_ring(&client, &namespace, "later", json!({"from": "Same"})).await;
     wait_ready(&keys, "early").await;
     wait_document(&client, &namespace, "later", "the key listed", |d| {
         d.members.len() == 1
@@ -439,13 +454,7 @@ async fn a_key_naming_a_missing_ring_says_so_and_joins_when_it_appears() {
 #[tokio::test]
 async fn marking_a_key_compromised_rotates_it_at_once_and_revokes_the_leaked_key_in_its_rings() {
     let (client, namespace) = setup("ring-leak").await;
-    Api::<KeyRing>::namespaced(client.clone(), &namespace)
-        .create(
-            &PostParams::default(),
-            &ring("leaks", json!({"from": "Same"})),
-        )
-        .await
-        .expect("create the ring");
+    create_ring(&client, &namespace, "leaks", json!({"from": "Same"})).await;
     let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
     keys.create(
         &PostParams::default(),
@@ -628,13 +637,13 @@ async fn the_verify_server_in_watch_mode_follows_the_ring_through_rotation_compr
     let (_, client_ns) = setup("verify-client").await;
     let (_, stranger) = setup("verify-stranger").await;
     label_namespace(&client, &client_ns, json!({"ring-test/api": "member"})).await;
-    Api::<KeyRing>::namespaced(client.clone(), &service)
-        .create(
-            &PostParams::default(),
-            &ring("api", json!({"from": "Selector", "selector": {"matchLabels": {"ring-test/api": "member"}}})),
-        )
-        .await
-        .expect("create the ring");
+    create_ring(
+        &client,
+        &service,
+        "api",
+        json!({"from": "Selector", "selector": {"matchLabels": {"ring-test/api": "member"}}}),
+    )
+    .await;
     let kubeconfig = reader_of(&client, &service, "api").await;
     let scratch = tempfile::tempdir().expect("scratch");
     let server = VerifyServer::start(
@@ -725,13 +734,7 @@ async fn the_verify_server_in_watch_mode_follows_the_ring_through_rotation_compr
 #[tokio::test]
 async fn a_burst_of_new_keys_is_one_document_write_not_one_per_key() {
     let (client, namespace) = setup("ring-burst").await;
-    Api::<KeyRing>::namespaced(client.clone(), &namespace)
-        .create(
-            &PostParams::default(),
-            &ring("burst", json!({"from": "Same"})),
-        )
-        .await
-        .expect("create the ring");
+    create_ring(&client, &namespace, "burst", json!({"from": "Same"})).await;
     wait_document(
         &client,
         &namespace,
@@ -755,13 +758,8 @@ async fn a_burst_of_new_keys_is_one_document_write_not_one_per_key() {
         d.members.len() == BURST
     })
     .await;
-    let writes = plane()
-        .audit_events()
-        .expect("audit")
+    let writes = operator_writes_since(mark)
         .into_iter()
-        .skip(mark)
-        .filter(|e| e.user.username == OPERATOR_USER)
-        .filter(|e| ["create", "update", "patch"].contains(&e.verb.as_str()))
         .filter(|e| {
             e.object_ref.as_ref().is_some_and(|o| {
                 o.resource == "secrets"
