@@ -40,30 +40,54 @@ fn carries(template: &PodTemplateSpec, annotation: &str, key_id: &str) -> bool {
         .is_some_and(|id| id == key_id)
 }
 
+/// What a workload's status says, in the terms all three kinds share.
+struct Seen {
+    /// The workload controller has seen the current generation.
+    current: bool,
+    updated: i32,
+    available: i32,
+    wanted: i32,
+    /// The kind's own extra rule (no old Pod left, one revision).
+    settled: bool,
+}
+
+fn judge(template: &PodTemplateSpec, annotation: &str, key_id: &str, seen: Seen) -> Progress {
+    if !carries(template, annotation, key_id) {
+        return Progress::NotStarted;
+    }
+    if seen.current && seen.settled && seen.updated >= seen.wanted && seen.available >= seen.wanted
+    {
+        Progress::Done
+    } else {
+        Progress::Rolling {
+            updated: seen.updated,
+            available: seen.available,
+            wanted: seen.wanted,
+        }
+    }
+}
+
+/// The workload controller has observed `generation`.
+fn observed(observed_generation: Option<i64>, generation: Option<i64>) -> bool {
+    observed_generation.is_some() && observed_generation >= generation
+}
+
 /// A Deployment's progress (kubectl's `rollout status` rules).
 pub fn deployment_progress(deployment: &Deployment, annotation: &str, key_id: &str) -> Progress {
     let Some(spec) = &deployment.spec else {
         return Progress::NotStarted;
     };
-    if !carries(&spec.template, annotation, key_id) {
-        return Progress::NotStarted;
-    }
-    let wanted = spec.replicas.unwrap_or(1);
     let status = deployment.status.clone().unwrap_or_default();
-    let current = status.observed_generation.is_some()
-        && status.observed_generation >= deployment.metadata.generation;
     let updated = status.updated_replicas.unwrap_or(0);
-    let available = status.available_replicas.unwrap_or(0);
-    let total = status.replicas.unwrap_or(0);
-    if current && updated >= wanted && available >= wanted && total <= updated {
-        Progress::Done
-    } else {
-        Progress::Rolling {
-            updated,
-            available,
-            wanted,
-        }
-    }
+    let seen = Seen {
+        current: observed(status.observed_generation, deployment.metadata.generation),
+        updated,
+        available: status.available_replicas.unwrap_or(0),
+        wanted: spec.replicas.unwrap_or(1),
+        // No Pod of an older ReplicaSet left.
+        settled: status.replicas.unwrap_or(0) <= updated,
+    };
+    judge(&spec.template, annotation, key_id, seen)
 }
 
 /// A StatefulSet's progress: every replica on the update revision and ready.
@@ -71,26 +95,16 @@ pub fn stateful_set_progress(set: &StatefulSet, annotation: &str, key_id: &str) 
     let Some(spec) = &set.spec else {
         return Progress::NotStarted;
     };
-    if !carries(&spec.template, annotation, key_id) {
-        return Progress::NotStarted;
-    }
-    let wanted = spec.replicas.unwrap_or(1);
     let status = set.status.clone().unwrap_or_default();
-    let current = status.observed_generation.is_some()
-        && status.observed_generation >= set.metadata.generation;
-    let updated = status.updated_replicas.unwrap_or(0);
-    let available = status.available_replicas.unwrap_or(0);
-    let same_revision =
-        status.update_revision.is_some() && status.update_revision == status.current_revision;
-    if current && same_revision && updated >= wanted && available >= wanted {
-        Progress::Done
-    } else {
-        Progress::Rolling {
-            updated,
-            available,
-            wanted,
-        }
-    }
+    let seen = Seen {
+        current: observed(status.observed_generation, set.metadata.generation),
+        updated: status.updated_replicas.unwrap_or(0),
+        available: status.available_replicas.unwrap_or(0),
+        wanted: spec.replicas.unwrap_or(1),
+        settled: status.update_revision.is_some()
+            && status.update_revision == status.current_revision,
+    };
+    judge(&spec.template, annotation, key_id, seen)
 }
 
 /// A DaemonSet's progress: every scheduled node runs the new Pod, available.
@@ -98,24 +112,15 @@ pub fn daemon_set_progress(set: &DaemonSet, annotation: &str, key_id: &str) -> P
     let Some(spec) = &set.spec else {
         return Progress::NotStarted;
     };
-    if !carries(&spec.template, annotation, key_id) {
-        return Progress::NotStarted;
-    }
     let status = set.status.clone().unwrap_or_default();
-    let current = status.observed_generation.is_some()
-        && status.observed_generation >= set.metadata.generation;
-    let wanted = status.desired_number_scheduled;
-    let updated = status.updated_number_scheduled.unwrap_or(0);
-    let available = status.number_available.unwrap_or(0);
-    if current && updated >= wanted && available >= wanted {
-        Progress::Done
-    } else {
-        Progress::Rolling {
-            updated,
-            available,
-            wanted,
-        }
-    }
+    let seen = Seen {
+        current: observed(status.observed_generation, set.metadata.generation),
+        updated: status.updated_number_scheduled.unwrap_or(0),
+        available: status.number_available.unwrap_or(0),
+        wanted: status.desired_number_scheduled,
+        settled: true,
+    };
+    judge(&spec.template, annotation, key_id, seen)
 }
 
 #[cfg(test)]
