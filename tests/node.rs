@@ -313,6 +313,24 @@ fn operator_writes_since(mark: usize) -> Vec<AuditEvent> {
         .collect()
 }
 
+/// The keys of `namespace` are as `before` (same resourceVersions and key ids)
+/// and the operator wrote no Secret anywhere since `mark`.
+async fn assert_no_secret_written(
+    client: &kube::Client,
+    namespace: &str,
+    before: &BTreeMap<String, (String, String)>,
+    mark: usize,
+    what: &str,
+) {
+    assert_eq!(&secrets(client, namespace).await, before, "{what}");
+    let secret_writes = operator_secret_writes_since(mark);
+    assert!(
+        secret_writes.is_empty(),
+        "{what}: Secret writes {:?}",
+        describe(&secret_writes)
+    );
+}
+
 /// The operator's Secret writes since `mark`.
 fn operator_secret_writes_since(mark: usize) -> Vec<AuditEvent> {
     operator_writes_since(mark)
@@ -704,17 +722,14 @@ async fn helm_upgrade_to_a_new_tag_and_values_rolls_out_without_touching_keys() 
     wait_leader(&client, &names(&pods)).await;
     wait_confirmed_all(&client, pod).await;
 
-    assert_eq!(
-        secrets(&client, &namespace).await,
-        before,
-        "no Secret rewritten, no key re-minted"
-    );
-    let secret_writes = operator_secret_writes_since(mark);
-    assert!(
-        secret_writes.is_empty(),
-        "Secret writes: {:?}",
-        describe(&secret_writes)
-    );
+    assert_no_secret_written(
+        &client,
+        &namespace,
+        &before,
+        mark,
+        "no Secret rewritten, no key re-minted",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -781,17 +796,7 @@ async fn helm_uninstall_keeps_keys_and_crds_and_a_reinstall_adopts_them() {
     for index in 0..2 {
         wait_ready(&keys, &format!("key-{index}")).await;
     }
-    assert_eq!(
-        secrets(&client, &namespace).await,
-        before,
-        "adopted, not re-minted"
-    );
-    let secret_writes = operator_secret_writes_since(mark);
-    assert!(
-        secret_writes.is_empty(),
-        "Secret writes: {:?}",
-        describe(&secret_writes)
-    );
+    assert_no_secret_written(&client, &namespace, &before, mark, "adopted, not re-minted").await;
 }
 
 #[tokio::test]
