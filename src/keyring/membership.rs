@@ -148,7 +148,17 @@ pub fn decide(
             });
         }
     }
-    let is_revoked = |sha256: &str| revoked.iter().any(|member| member.sha256 == sha256);
+    // A key's revoked entries hide only that key's own entries (a stale
+    // status still naming the leaked key as current); and no hash is ever
+    // listed twice, whoever claims it (a crafted status could copy another
+    // key's hash, and a verifier refuses a document with a repeated hash):
+    // the first claimant, the oldest key, keeps it.
+    let is_revoked = |member: &Member| {
+        revoked
+            .iter()
+            .any(|r| r.sha256 == member.sha256 && r.issuer == member.issuer)
+    };
+    let mut listed: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut size: usize = revoked
         .iter()
         .map(|member| serde_json::to_vec(member).map_or(0, |b| b.len() + 1))
@@ -158,7 +168,6 @@ pub fn decide(
             wake(expiry);
         }
     }
-    members.extend(revoked.iter().cloned());
     for candidate in candidates {
         if !candidate.accepted {
             refused.push((issuer_id(&candidate.issuer), Refusal::NotAllowed));
@@ -203,7 +212,7 @@ pub fn decide(
             });
             wake(previous.until);
         }
-        own.retain(|member| !is_revoked(&member.sha256));
+        own.retain(|member| !is_revoked(member) && !listed.contains(&member.sha256));
         let added: usize = own
             .iter()
             .map(|member| serde_json::to_vec(member).map_or(0, |b| b.len() + 1))
@@ -213,8 +222,15 @@ pub fn decide(
             continue;
         }
         size += added;
+        listed.extend(own.iter().map(|member| member.sha256.clone()));
         members.extend(own);
     }
+    members.extend(
+        revoked
+            .iter()
+            .filter(|member| !listed.contains(&member.sha256))
+            .cloned(),
+    );
     let fresh = RingDocument::new(ring, format_time(now), members);
     let document = match earlier {
         Some(earlier) if earlier.same_members(&fresh) => RingDocument {
@@ -409,6 +425,45 @@ mod tests {
                 ("LEAKED", MemberState::Revoked),
                 ("NEW", MemberState::Current),
                 ("OLD", MemberState::Previous)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_hash_copied_by_another_key_is_never_listed_twice_nor_revokes_the_owner() {
+        let now = at("2026-03-01T00:00:10Z");
+        let owner = candidate("owner", true, Some(("OWN", 'a')), None);
+        // A later key whose status claims the owner's hash as its previous key
+        // and as a revoked key of its own.
+        let mut copier = candidate(
+            "copier",
+            true,
+            Some(("COPY", 'b')),
+            Some(("STOLEN", "2026-03-01T01:00:00Z")),
+        );
+        copier.created = at("2026-02-01T00:00:00Z");
+        if let Some(previous) = copier.previous.as_mut() {
+            previous.sha256 = Some(std::iter::repeat_n('a', 64).collect());
+        }
+        copier.revoked = vec![RevokedKey {
+            id: "FAKE".into(),
+            sha256: std::iter::repeat_n('a', 64).collect(),
+            until: at("2026-05-01T00:00:00Z"),
+        }];
+        let decided = decide(ring(), vec![copier, owner], None, now);
+        let bytes = decided.document.to_bytes();
+        RingDocument::parse(&bytes).expect("a document a verifier loads: no repeated hash");
+        let states: Vec<(&str, MemberState)> = decided
+            .document
+            .members
+            .iter()
+            .map(|m| (m.id.as_str(), m.state))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("COPY", MemberState::Current),
+                ("OWN", MemberState::Current)
             ]
         );
     }
