@@ -87,6 +87,14 @@ struct RunArgs {
     /// Seconds a leader's Lease stays valid without renewal (the longest hand-over after a crash).
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
+    /// Most consumer workloads (spec.consumers) of one namespace keymint rolls out at once; others wait their turn.
+    #[arg(
+        long,
+        env = "KEYMINT_MAX_ROLLOUTS_PER_NAMESPACE",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u16).range(1..=1000)
+    )]
+    max_rollouts_per_namespace: u16,
 }
 
 #[derive(clap::Args)]
@@ -219,6 +227,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let settings = Settings {
         operator_namespace: args.operator_namespace.clone(),
         root_key_namespaces,
+        max_rollouts_per_namespace: usize::from(args.max_rollouts_per_namespace),
     };
     let scope = if args.watch_namespaces.is_empty() {
         Scope::AllNamespaces

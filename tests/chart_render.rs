@@ -270,6 +270,9 @@ const SECRET_VERBS: &[&str] = &["get", "list", "watch", "create", "patch", "dele
 const READ: &[&str] = &["get", "list", "watch"];
 const WATCH: &[&str] = &["list", "watch"];
 const EVENT_VERBS: &[&str] = &["create", "patch"];
+/// Consumers: watched, their pod-template annotation applied.
+const WORKLOADS: &[&str] = &["deployments", "statefulsets", "daemonsets"];
+const WORKLOAD_VERBS: &[&str] = &["list", "watch", "patch"];
 
 #[test]
 fn operator_rbac_is_exactly_what_the_controller_uses() {
@@ -301,6 +304,7 @@ fn operator_rbac_is_exactly_what_the_controller_uses() {
             ("", &["secrets"], SECRET_VERBS),
             ("", &["serviceaccounts"], READ),
             ("events.k8s.io", &["events"], EVENT_VERBS),
+            ("apps", WORKLOADS, WORKLOAD_VERBS),
             (
                 "keymint.dev",
                 &["rootkeys", "serviceaccountkeys", "apikeys"],
@@ -435,6 +439,7 @@ fn fixed_namespaces_get_roles_and_the_cluster_role_keeps_only_rootkeys() {
         ("", &["secrets"], SECRET_VERBS),
         ("", &["serviceaccounts"], READ),
         ("events.k8s.io", &["events"], EVENT_VERBS),
+        ("apps", WORKLOADS, WORKLOAD_VERBS),
         ("keymint.dev", &["serviceaccountkeys", "apikeys"], WATCH),
         (
             "keymint.dev",

@@ -301,6 +301,18 @@ fn cel_rules_in_place() {
                 [format!("status.revokedKeys[].{field} {bound}")]
             );
         }
+        // APIKeys and ServiceAccountKeys name their consumers by name or selector.
+        let kind = crd.spec.names.kind.as_str();
+        let consumer_rules = if kind == "RootKey" {
+            assert!(properties.get("consumers").is_none());
+            0
+        } else {
+            assert_eq!(
+                rules(&properties["consumers"]["items"]),
+                ["spec.consumers: set exactly one of name and selector"]
+            );
+            1
+        };
         // No other node carries rules.
         let mut count = 0;
         walk("", &schema, &mut |_, node| {
@@ -309,7 +321,7 @@ fn cel_rules_in_place() {
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
         });
-        assert_eq!(count, 18, "{}", crd.spec.names.kind);
+        assert_eq!(count, 18 + consumer_rules, "{kind}");
     }
 }
 

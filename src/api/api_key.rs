@@ -57,6 +57,18 @@ key_kind! {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         #[schemars(length(max = super::key_ring::MAX_KEY_RINGS))]
         pub key_rings: Vec<super::key_ring::KeyRingRef>,
+
+        /// Workloads in this namespace that read this key's Secret
+        /// (Deployments, StatefulSets, DaemonSets, by name or label
+        /// selector), at most 16, e.g. `[{kind: Deployment, name: web}]`. On
+        /// every new key keymint sets the pod-template annotation
+        /// `keymint.dev/key-<hash>` of each to the key id, so they roll out
+        /// to the new key, and keeps the previous key until every one of them
+        /// has finished (at most `gracePeriod`). A workload whose pod template
+        /// does not read the Secret is never touched (`NotAHolder`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[schemars(length(max = super::consumer::MAX_CONSUMERS))]
+        pub consumers: Vec<super::consumer::Consumer>,
     }
 }
 
@@ -75,6 +87,7 @@ impl ApiKeySpec {
             permissions: permissions.into_iter().map(Into::into).collect(),
             description: None,
             key_rings: Vec::new(),
+            consumers: Vec::new(),
         }
     }
 }

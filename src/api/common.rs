@@ -341,6 +341,12 @@ pub struct KeyStatus {
     #[schemars(length(max = 4))]
     pub revoked_keys: Vec<RevokedKey>,
 
+    /// The consumers named in `spec.consumers`, as keymint last saw them,
+    /// at most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = super::consumer::MAX_CONSUMER_STATUSES))]
+    pub consumers: Vec<super::consumer::ConsumerStatus>,
+
     /// How many times the key has been rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -361,6 +367,10 @@ pub struct KeyStatus {
     /// Standard conditions. `Ready` is `True` with reason `KeyIssued` once the
     /// key is in its Secret, else `False` with reason `SecretConflict`,
     /// `ServiceAccountNotFound`, `NamespaceNotAllowed` or `InvalidSpec`.
+    /// `ConsumersRolledOut` (only with `spec.consumers`) is `True` with reason
+    /// `RolledOut` once every consumer runs the current key, else `False` with
+    /// reason `RollingOut`, or `RolloutTimedOut` when `gracePeriod` ended
+    /// first (its message names the consumers that did not finish).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

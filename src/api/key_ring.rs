@@ -9,11 +9,11 @@ use kube::KubeSchema;
 use kube::core::{Reason, Rule};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::common::{TIME_MAX_LENGTH, status_time_rule};
 use super::schema::{
-    DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_PATTERN, RFC3339_PATTERN, no_nullable, object_schema,
+    DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_PATTERN, RFC3339_PATTERN, bounded_label_selector,
+    no_nullable,
 };
 
 /// Most rings one key may join.
@@ -167,35 +167,8 @@ pub struct KeyRingStatus {
 /// A namespace label selector with bounded sizes (the upstream type's schema
 /// has none).
 fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    object_schema(json!({
-        "type": "object",
-        "description": "Namespace label selector: matchLabels and matchExpressions, ANDed; an empty selector matches every namespace.",
-        "properties": {
-            "matchLabels": {
-                "description": "Labels a namespace must have, e.g. `{team: billing}`; at most 16.",
-                "type": "object",
-                "maxProperties": 16,
-                "additionalProperties": {"type": "string", "maxLength": 63},
-            },
-            "matchExpressions": {
-                "description": "Label requirements, at most 16.",
-                "type": "array",
-                "maxItems": 16,
-                "items": {
-                    "type": "object",
-                    "required": ["key", "operator"],
-                    "properties": {
-                        "key": {"description": "The label key.", "type": "string", "maxLength": 317},
-                        "operator": {"description": "In, NotIn, Exists or DoesNotExist.", "type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
-                        "values": {
-                            "description": "Values for In and NotIn, at most 16.",
-                            "type": "array",
-                            "maxItems": 16,
-                            "items": {"type": "string", "maxLength": 63},
-                        },
-                    },
-                },
-            },
-        },
-    }))
+    bounded_label_selector(
+        "Namespace label selector: matchLabels and matchExpressions, ANDed; an empty selector matches every namespace.",
+        "Labels a namespace must have, e.g. `{team: billing}`; at most 16.",
+    )
 }

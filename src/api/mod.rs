@@ -73,6 +73,7 @@ macro_rules! key_kind {
 
 mod api_key;
 mod common;
+mod consumer;
 mod key_ring;
 pub mod names;
 mod root_key;
@@ -90,6 +91,9 @@ pub use common::{
     KeyFormat, KeySpec, KeySpecCommon, KeyStatus, MAX_DURATION_STR, MAX_ENTROPY_BITS,
     MIN_ENTROPY_BITS, PREFIX_PATTERN, RESERVED_APP_KEYS, RESERVED_KEY_DOMAINS, RevokedKey,
     SecretTemplate,
+};
+pub use consumer::{
+    Consumer, ConsumerKind, ConsumerState, ConsumerStatus, MAX_CONSUMER_STATUSES, MAX_CONSUMERS,
 };
 pub use key_ring::{
     AllowedNamespaces, KeyRing, KeyRingRef, KeyRingSpec, KeyRingStatus, MAX_KEY_RINGS,
@@ -112,6 +116,10 @@ pub use names::*;
 
 /// Condition type reported on every key resource.
 pub const CONDITION_READY: &str = "Ready";
+
+/// Condition type reported on a key resource that names consumers: whether
+/// every consumer runs the current key.
+pub const CONDITION_CONSUMERS_ROLLED_OUT: &str = "ConsumersRolledOut";
 
 /// The CRDs of all keymint resources: RootKey, ServiceAccountKey, APIKey, KeyRing.
 pub fn crds() -> Vec<CustomResourceDefinition> {

@@ -2,7 +2,7 @@
 //! schemars transform that keeps optional fields non-nullable.
 
 use schemars::Schema;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// DNS-1123 subdomain (Secret and ServiceAccount names); at most 253 characters.
 pub const DNS1123_SUBDOMAIN_PATTERN: &str =
@@ -99,6 +99,42 @@ fn is_null_schema(schema: &Value) -> bool {
         }
         _ => false,
     }
+}
+
+/// A label selector schema with bounded sizes (the upstream type's schema has
+/// none): at most 16 labels, 16 expressions of 16 values each.
+pub fn bounded_label_selector(description: &str, match_labels: &str) -> Schema {
+    object_schema(json!({
+        "type": "object",
+        "description": description,
+        "properties": {
+            "matchLabels": {
+                "description": match_labels,
+                "type": "object",
+                "maxProperties": 16,
+                "additionalProperties": {"type": "string", "maxLength": 63},
+            },
+            "matchExpressions": {
+                "description": "Label requirements, at most 16.",
+                "type": "array",
+                "maxItems": 16,
+                "items": {
+                    "type": "object",
+                    "required": ["key", "operator"],
+                    "properties": {
+                        "key": {"description": "The label key.", "type": "string", "maxLength": 317},
+                        "operator": {"description": "In, NotIn, Exists or DoesNotExist.", "type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                        "values": {
+                            "description": "Values for In and NotIn, at most 16.",
+                            "type": "array",
+                            "maxItems": 16,
+                            "items": {"type": "string", "maxLength": 63},
+                        },
+                    },
+                },
+            },
+        },
+    }))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::holders::KeyFeed;
 use super::kinds::{Binding, Blocked, KeyResource};
 use super::lenient::{MetaOnly, Parsed};
 use super::owner::OwnerId;
@@ -36,6 +37,7 @@ use crate::keys::{
     ExpiryPolicy, TokenError, parse_duration, sha256_hex, truncate_to_second, try_mint_token,
     try_new_key_id,
 };
+use crate::rollout;
 
 /// Its namespace has its share of reconciles in flight, or another reconcile
 /// holds its Secret: look again shortly.
@@ -306,6 +308,20 @@ async fn issue<K: KeyResource>(
             .filter(|mark| !mark.is_empty())
             .map(|mark| rotate_request_record(mark)),
         issued_before: status.and_then(|s| s.id.as_ref()).is_some(),
+        previous_released: false,
+    };
+    // The holders of the key: the previous key may go once they all run the
+    // current one.
+    let holders = Holding::new(resource, ctx, namespace, target.secret_name);
+    let before = match &prepared.observed {
+        Observed::Present { record, .. } if record.previous.is_some() => holders.assess(&record.id),
+        _ => None,
+    };
+    let wanted = Wanted {
+        previous_released: before
+            .as_ref()
+            .is_some_and(|a| a.switch == rollout::Switch::AllSwitched),
+        ..wanted
     };
 
     let mut minted = None;
@@ -396,6 +412,19 @@ async fn issue<K: KeyResource>(
         .await;
     }
     announce(resource, ctx, &plan.change, &plan.record.id, &kind).await;
+    let previous_until = match &prepared.observed {
+        Observed::Present { record, .. } => record.previous.as_ref().map(|p| p.until),
+        _ => None,
+    };
+    let dropped = plan.change == Change::DropPrevious;
+    let released_early =
+        dropped && wanted.previous_released && previous_until.is_some_and(|until| until > now);
+    let timed_out_now = dropped
+        && !wanted.previous_released
+        && before
+            .as_ref()
+            .is_some_and(|a| matches!(a.switch, rollout::Switch::Waiting { .. }));
+    let after = holders.assess(&plan.record.id);
 
     let expires_note = plan
         .record
@@ -413,6 +442,7 @@ async fn issue<K: KeyResource>(
             // Only a cluster-scoped resource says where its Secret is.
             secret_namespace: resource.meta().namespace.is_none().then_some(namespace),
             generation: resource.meta().generation,
+            consumers: holders.report(after.as_ref(), status, &plan.record, timed_out_now),
             ready: match ring::refusal_for(resource, ctx).await? {
                 // The key is issued; a ring it names does not take it.
                 Some(refused) => Ready {
@@ -432,7 +462,24 @@ async fn issue<K: KeyResource>(
     ctx.metrics
         .key_observed(&kind, &prepared.owner, plan.record.expires_at);
     ctx.pacing.succeeded(&prepared.owner);
-    Ok(requeue_at(plan.wake_at))
+    let mut action = requeue_at(plan.wake_at);
+    if let Some(after) = &after {
+        holders
+            .announce(
+                &after.switch,
+                &after.not_holders,
+                released_early,
+                timed_out_now,
+                &plan.record.id,
+            )
+            .await;
+        // After the status write: the rollout controller reads the new id
+        // from the status.
+        if holders.nudge(&after.statuses) {
+            action = Action::requeue(PENDING_CONSUMERS_REQUEUE.min(requeue_delay(plan.wake_at)));
+        }
+    }
+    Ok(action)
 }
 
 enum WriteError {
@@ -601,13 +648,177 @@ fn owner_reference<K: KeyResource>(resource: &K, policy: DeletionPolicy) -> Opti
 }
 
 fn requeue_at(wake_at: Option<Timestamp>) -> Action {
+    Action::requeue(requeue_delay(wake_at))
+}
+
+fn requeue_delay(wake_at: Option<Timestamp>) -> Duration {
     let Some(wake_at) = wake_at else {
-        return Action::requeue(MAX_REQUEUE);
+        return MAX_REQUEUE;
     };
     let until = wake_at.duration_since(Timestamp::now());
     // A few milliseconds late rather than early: early means one more pass.
     let delay = Duration::try_from(until).unwrap_or(Duration::ZERO) + Duration::from_millis(5);
-    Action::requeue(delay.min(MAX_REQUEUE))
+    delay.min(MAX_REQUEUE)
+}
+
+/// A key whose consumers do not carry its id yet (held back by their
+/// namespace's rollout limit, or the status was not cached yet when the
+/// rollout controller looked) asks again after this.
+const PENDING_CONSUMERS_REQUEUE: Duration = Duration::from_secs(5);
+
+/// A key's consumers, for one reconcile.
+struct Holding<'a, K: KeyResource> {
+    resource: &'a K,
+    ctx: &'a Context,
+    namespace: &'a str,
+    secret_name: &'a str,
+    annotation: String,
+}
+
+impl<'a, K: KeyResource> Holding<'a, K> {
+    fn new(resource: &'a K, ctx: &'a Context, namespace: &'a str, secret_name: &'a str) -> Self {
+        let annotation = rollout::annotation_key(&K::kind(&()), namespace, &resource.name_any());
+        Holding {
+            resource,
+            ctx,
+            namespace,
+            secret_name,
+            annotation,
+        }
+    }
+
+    /// What the consumers run against `key_id`; None without consumers or
+    /// while the caches are loading.
+    fn assess(&self, key_id: &str) -> Option<rollout::Assessment> {
+        let consumers = self.resource.consumers();
+        if consumers.is_empty() {
+            return None;
+        }
+        self.ctx.holders.get()?.assess(&KeyFeed {
+            namespace: self.namespace,
+            secret_name: self.secret_name,
+            annotation: &self.annotation,
+            key_id,
+            consumers,
+        })
+    }
+
+    /// The status's consumer list and condition.
+    fn report(
+        &self,
+        after: Option<&rollout::Assessment>,
+        current: Option<&crate::api::KeyStatus>,
+        record: &plan::KeyRecord,
+        timed_out_now: bool,
+    ) -> status::Consumers {
+        if self.resource.consumers().is_empty() {
+            return status::Consumers::None;
+        }
+        let Some(after) = after else {
+            return status::Consumers::Keep;
+        };
+        // A timeout stays reported until the consumers finish (or a new key).
+        let timed_out = timed_out_now
+            || (status::consumers_reason(current) == Some("RolloutTimedOut")
+                && current.and_then(|s| s.id.as_deref()) == Some(record.id.as_str()));
+        let until = record
+            .previous
+            .as_ref()
+            .map(|p| secret::format_time(p.until));
+        let report = rollout::report(&after.switch, &record.id, until.as_deref(), timed_out);
+        status::Consumers::Report(
+            after.statuses.clone(),
+            Ready {
+                status: report.rolled_out,
+                reason: report.reason.into(),
+                message: bounded(&report.message, MAX_CONDITION_MESSAGE_BYTES),
+            },
+        )
+    }
+
+    /// Events and metrics for what the consumers did.
+    async fn announce(
+        &self,
+        switch: &rollout::Switch,
+        not_holders: &[String],
+        released_early: bool,
+        timed_out_now: bool,
+        key_id: &str,
+    ) {
+        let kind = K::kind(&()).to_string();
+        if released_early {
+            self.ctx.metrics.rollout_completed(&kind);
+            let note = format!(
+                "Every consumer runs key {key_id}: the previous key was removed before its grace period ended"
+            );
+            publish(
+                self.resource,
+                self.ctx,
+                EventType::Normal,
+                KeyEvent::ConsumersRolledOut.as_str(),
+                &note,
+                "Rollout",
+            )
+            .await;
+        }
+        if timed_out_now {
+            self.ctx.metrics.rollout_timed_out(&kind);
+            let report = rollout::report(switch, key_id, None, true);
+            publish(
+                self.resource,
+                self.ctx,
+                EventType::Warning,
+                KeyEvent::RolloutTimedOut.as_str(),
+                &report.message,
+                "Rollout",
+            )
+            .await;
+        }
+        let known: Vec<String> = self
+            .resource
+            .key_status()
+            .map(|s| {
+                s.consumers
+                    .iter()
+                    .filter(|c| c.state == crate::api::ConsumerState::NotAHolder)
+                    .map(|c| format!("{}/{}", c.kind, c.name))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let new: Vec<&String> = not_holders.iter().filter(|n| !known.contains(n)).collect();
+        if !new.is_empty() {
+            let list = new
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let note = format!(
+                "{list}: the pod template does not read Secret {}; keymint does not roll it out",
+                self.secret_name
+            );
+            publish(
+                self.resource,
+                self.ctx,
+                EventType::Warning,
+                KeyEvent::ConsumerNotAHolder.as_str(),
+                &note,
+                "Rollout",
+            )
+            .await;
+        }
+    }
+
+    /// Asks for the rollout of consumers that do not carry the id yet;
+    /// whether there were any.
+    fn nudge(&self, statuses: &[crate::api::ConsumerStatus]) -> bool {
+        let pending = statuses
+            .iter()
+            .any(|s| s.state == crate::api::ConsumerState::Pending);
+        if pending && let Some(holders) = self.ctx.holders.get() {
+            holders.nudge(self.namespace, statuses);
+        }
+        pending
+    }
 }
 
 async fn not_ready<K: KeyResource>(
@@ -906,6 +1117,7 @@ mod tests {
         let settings = Settings {
             operator_namespace: "keymint-system".into(),
             root_key_namespaces: vec!["keymint-system".into()],
+            max_rollouts_per_namespace: 4,
         };
         (
             Arc::new(Context::new(

@@ -17,7 +17,8 @@ use super::reason::Reason;
 use super::{Context, Result, Settings};
 use crate::api::names::about;
 use crate::api::{
-    ApiKey, KeyRing, KeyRingRef, KeySpec, KeySpecCommon, KeyStatus, RootKey, ServiceAccountKey,
+    ApiKey, Consumer, KeyRing, KeyRingRef, KeySpec, KeySpecCommon, KeyStatus, RootKey,
+    ServiceAccountKey,
 };
 use crate::keyring::MemberKind;
 
@@ -89,6 +90,11 @@ pub trait KeyResource:
     /// How the key appears in a ring: its kind, permissions and ServiceAccount.
     fn ring_identity(&self) -> (MemberKind, Vec<String>, Option<String>) {
         (MemberKind::RootKey, Vec::new(), None)
+    }
+
+    /// The workloads that hold the key (`spec.consumers`); none for RootKeys.
+    fn consumers(&self) -> &[Consumer] {
+        &[]
     }
 
     /// The resource's identity as recorded on its Secret (`Kind/namespace/name`).
@@ -174,6 +180,10 @@ impl KeyResource for ServiceAccountKey {
         &self.spec.key_rings
     }
 
+    fn consumers(&self) -> &[Consumer] {
+        &self.spec.consumers
+    }
+
     fn ring_identity(&self) -> (MemberKind, Vec<String>, Option<String>) {
         (
             MemberKind::ServiceAccountKey,
@@ -222,6 +232,10 @@ impl KeyResource for ApiKey {
 
     fn key_rings(&self) -> &[KeyRingRef] {
         &self.spec.key_rings
+    }
+
+    fn consumers(&self) -> &[Consumer] {
+        &self.spec.consumers
     }
 
     fn ring_identity(&self) -> (MemberKind, Vec<String>, Option<String>) {

@@ -41,6 +41,9 @@ pub struct Metrics {
     duration: Family<KindLabel, Histogram>,
     events_suppressed: Family<KindLabel, Counter>,
     not_ready: Family<ReasonLabels, Counter>,
+    rollouts_triggered: Family<KindLabel, Counter>,
+    rollouts_completed: Family<KindLabel, Counter>,
+    rollouts_timed_out: Family<KindLabel, Counter>,
     book: Mutex<KeyBook>,
 }
 
@@ -95,6 +98,29 @@ impl Default for Metrics {
             "Time spent in one reconciliation",
             duration.clone(),
         );
+        let rollouts_triggered = Family::<KindLabel, Counter>::default();
+        let rollouts_completed = Family::<KindLabel, Counter>::default();
+        let rollouts_timed_out = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "rollouts_triggered",
+            "Consumer pod templates keymint changed to a new key id, by workload kind",
+            rollouts_triggered.clone(),
+        );
+        registry.register(
+            "rollouts_completed",
+            "New keys whose consumers all rolled out, so the previous key went before its grace period ended, by key kind",
+            rollouts_completed.clone(),
+        );
+        registry.register(
+            "rollouts_timed_out",
+            "New keys whose grace period ended before every consumer rolled out, by key kind",
+            rollouts_timed_out.clone(),
+        );
+        for kind in crate::api::ConsumerKind::ALL {
+            let _ = rollouts_triggered.get_or_create(&KindLabel {
+                kind: kind.as_str().into(),
+            });
+        }
         // Every kind's series exist from the start, so dashboards see zeros, not gaps.
         for kind in KINDS {
             let label = KindLabel { kind: kind.into() };
@@ -108,8 +134,13 @@ impl Default for Metrics {
                 });
             }
             let _ = keys.get_or_create(&label);
+            let _ = rollouts_completed.get_or_create(&label);
+            let _ = rollouts_timed_out.get_or_create(&label);
         }
         Metrics {
+            rollouts_triggered,
+            rollouts_completed,
+            rollouts_timed_out,
             registry,
             events_suppressed,
             not_ready,
@@ -168,6 +199,29 @@ impl Metrics {
 
     pub fn event_suppressed(&self, kind: &str) {
         self.events_suppressed
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+
+    /// keymint changed a consumer's pod template to a new key id.
+    pub fn rollout_triggered(&self, workload_kind: &str) {
+        self.rollouts_triggered
+            .get_or_create(&KindLabel {
+                kind: workload_kind.into(),
+            })
+            .inc();
+    }
+
+    /// Every consumer of a key runs its new key.
+    pub fn rollout_completed(&self, kind: &str) {
+        self.rollouts_completed
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+
+    /// A key's grace period ended before every consumer ran its new key.
+    pub fn rollout_timed_out(&self, kind: &str) {
+        self.rollouts_timed_out
             .get_or_create(&KindLabel { kind: kind.into() })
             .inc();
     }

@@ -2,6 +2,7 @@
 //! [`KeyResource`] trait that RootKey, ServiceAccountKey and APIKey implement.
 
 pub mod engine;
+pub mod holders;
 pub mod kinds;
 pub mod lenient;
 pub mod metrics;
@@ -35,6 +36,8 @@ pub struct Settings {
     pub operator_namespace: String,
     /// Namespaces RootKey Secrets may be written to.
     pub root_key_namespaces: Vec<String>,
+    /// Most consumer workloads of one namespace keymint has rolling out at once.
+    pub max_rollouts_per_namespace: usize,
 }
 
 /// Shared state of all reconcilers.
@@ -49,6 +52,8 @@ pub struct Context {
     /// The resourceVersion of each Secret as keymint last wrote it, so the
     /// watch echo of its own write does not trigger another reconcile.
     own_writes: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The consumer workloads' caches, set once the controllers start.
+    pub holders: std::sync::OnceLock<Arc<holders::Holders>>,
 }
 
 impl Context {
@@ -71,6 +76,7 @@ impl Context {
             signing_key,
             pacing: Pacing::default(),
             own_writes: Default::default(),
+            holders: Default::default(),
         }
     }
 

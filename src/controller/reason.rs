@@ -114,6 +114,13 @@ pub enum KeyEvent {
     KeyReplaced,
     KeyRevoked,
     KeyCompromised,
+    /// Every consumer runs the new key: the previous key went before its
+    /// grace period ended.
+    ConsumersRolledOut,
+    /// The grace period ended before every consumer ran the new key.
+    RolloutTimedOut,
+    /// A named consumer does not read the key's Secret: it is left alone.
+    ConsumerNotAHolder,
 }
 
 impl KeyEvent {
@@ -121,7 +128,11 @@ impl KeyEvent {
     pub fn is_warning(self) -> bool {
         matches!(
             self,
-            KeyEvent::KeyRestored | KeyEvent::KeyReplaced | KeyEvent::KeyCompromised
+            KeyEvent::KeyRestored
+                | KeyEvent::KeyReplaced
+                | KeyEvent::KeyCompromised
+                | KeyEvent::RolloutTimedOut
+                | KeyEvent::ConsumerNotAHolder
         )
     }
 
@@ -133,6 +144,9 @@ impl KeyEvent {
             KeyEvent::KeyReplaced => "KeyReplaced",
             KeyEvent::KeyRevoked => "KeyRevoked",
             KeyEvent::KeyCompromised => "KeyCompromised",
+            KeyEvent::ConsumersRolledOut => "ConsumersRolledOut",
+            KeyEvent::RolloutTimedOut => "RolloutTimedOut",
+            KeyEvent::ConsumerNotAHolder => "ConsumerNotAHolder",
         }
     }
 }

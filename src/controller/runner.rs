@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::channel::mpsc;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::Api;
 use kube::runtime::controller::{Controller, Error as ControllerError};
@@ -18,12 +20,14 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::engine::{error_policy, reconcile};
+use super::holders::{self, Holders, KindCache, RolloutContext, ScopeHolders};
 use super::lenient::{MetaOnly, Parsed};
 use super::owner::OwnerId;
 use super::ring::{self, RingContext};
 use super::secret::{MANAGED_BY, MANAGED_BY_LABEL, OWNER};
 use super::{Context, KeyResource};
 use crate::api::{ApiKey, KeyRing, RootKey, ServiceAccountKey};
+use crate::rollout;
 
 const FORGET_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -158,12 +162,27 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
     };
     let mut api_key_stores = Vec::new();
     let mut account_key_stores = Vec::new();
+    let mut wake_api_keys = Vec::new();
+    let mut wake_account_keys = Vec::new();
+    let mut workloads = Workloads::default();
+    let mut scopes = Vec::new();
     for namespace in &namespaces {
+        let (wake_api_key, woken_api_keys) = mpsc::unbounded();
+        let (wake_account_key, woken_account_keys) = mpsc::unbounded();
+        wake_api_keys.push(wake_api_key);
+        wake_account_keys.push(wake_account_key);
+        scopes.push(ScopeHolders {
+            namespace: namespace.clone(),
+            deployments: workloads.deployments.add(&client, namespace.as_deref()),
+            stateful_sets: workloads.stateful_sets.add(&client, namespace.as_deref()),
+            daemon_sets: workloads.daemon_sets.add(&client, namespace.as_deref()),
+        });
         let namespace = namespace.as_deref();
         let api_keys = Controller::new(
             namespaced_api::<Parsed<ApiKey>>(&client, namespace),
             key_resources(),
         )
+        .reconcile_on(woken_api_keys)
         .watches(
             namespaced_api::<MetaOnly<Secret>>(&client, namespace),
             managed_secrets(),
@@ -186,7 +205,8 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         let account_keys = Controller::new(
             namespaced_api::<Parsed<ServiceAccountKey>>(&client, namespace),
             key_resources(),
-        );
+        )
+        .reconcile_on(woken_account_keys);
         let store = account_keys.store();
         account_key_stores.push(store.clone());
         listers.push(lister(store.clone()));
@@ -226,6 +246,20 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             stopped(shutdown.clone()),
         )));
     }
+    let holders = Arc::new(Holders::new(scopes));
+    // The engine reads the consumers' caches through the context.
+    let _ = ctx.holders.set(holders.clone());
+    let loading = holders.clone();
+    tasks.push(Box::pin(async move { loading.wait_until_ready().await }));
+    let rollout_context = Arc::new(RolloutContext {
+        ctx: ctx.clone(),
+        holders,
+        api_keys: api_key_stores.clone(),
+        account_keys: account_key_stores.clone(),
+        wake_api_keys,
+        wake_account_keys,
+    });
+    workloads.drive(&rollout_context, &shutdown, &mut tasks);
     let ring_context = Arc::new(RingContext {
         ctx: ctx.clone(),
         api_keys: api_key_stores,
@@ -351,6 +385,90 @@ async fn drive_rings(
             }
         })
         .await;
+}
+
+/// How long a consumer waits for more of its keys to change before keymint
+/// writes its pod template: a burst of rotations is one rollout.
+const ROLLOUT_DEBOUNCE: Duration = Duration::from_secs(2);
+
+/// The rollout controllers of one workload kind, one per watch scope, built
+/// before the key controllers so their caches can be handed to the engine.
+struct KindControllers<W: rollout::Workload>(Vec<Controller<Parsed<W>>>);
+
+impl<W: rollout::Workload> Default for KindControllers<W> {
+    fn default() -> Self {
+        KindControllers(Vec::new())
+    }
+}
+
+impl<W> KindControllers<W>
+where
+    W: rollout::Workload + super::lenient::Trim + serde::de::DeserializeOwned,
+{
+    fn add(&mut self, client: &kube::Client, namespace: Option<&str>) -> KindCache<W> {
+        let (nudge, nudged) = mpsc::unbounded();
+        let controller = Controller::new(
+            namespaced_api::<Parsed<W>>(client, namespace),
+            watcher::Config::default().page_size(PAGE_SIZE),
+        )
+        .reconcile_on(nudged);
+        let store = controller.store();
+        self.0.push(controller);
+        KindCache { store, nudge }
+    }
+
+    fn drive(
+        self,
+        rc: &Arc<RolloutContext>,
+        shutdown: &watch::Receiver<bool>,
+        tasks: &mut Vec<futures::future::BoxFuture<'static, ()>>,
+    ) {
+        for controller in self.0 {
+            let rc = rc.clone();
+            let stop = stopped(shutdown.clone());
+            tasks.push(Box::pin(async move {
+                controller
+                    .with_config(
+                        kube::runtime::controller::Config::default()
+                            .debounce(ROLLOUT_DEBOUNCE)
+                            .concurrency(CONCURRENCY),
+                    )
+                    .graceful_shutdown_on(stop)
+                    .run(holders::reconcile::<W>, holders::error_policy::<W>, rc)
+                    .for_each(|result| async move {
+                        match result {
+                            Ok((object, _)) => debug!(object = %object, "consumer reconciled"),
+                            Err(ControllerError::ReconcilerFailed(error, object)) => {
+                                debug!(object = %object, %error, "consumer reconcile failed")
+                            }
+                            Err(error) => warn!(%error, "consumer controller stream error"),
+                        }
+                    })
+                    .await;
+            }));
+        }
+    }
+}
+
+/// The rollout controllers of the three workload kinds.
+#[derive(Default)]
+struct Workloads {
+    deployments: KindControllers<Deployment>,
+    stateful_sets: KindControllers<StatefulSet>,
+    daemon_sets: KindControllers<DaemonSet>,
+}
+
+impl Workloads {
+    fn drive(
+        self,
+        rc: &Arc<RolloutContext>,
+        shutdown: &watch::Receiver<bool>,
+        tasks: &mut Vec<futures::future::BoxFuture<'static, ()>>,
+    ) {
+        self.deployments.drive(rc, shutdown, tasks);
+        self.stateful_sets.drive(rc, shutdown, tasks);
+        self.daemon_sets.drive(rc, shutdown, tasks);
+    }
 }
 
 /// Lists the owner ids of the resources a controller's cache holds.

@@ -13,7 +13,9 @@ use crate::api::KeyStatus;
 use crate::keys::plan::KeyRecord;
 
 use super::reason::Reason;
+use crate::api::CONDITION_CONSUMERS_ROLLED_OUT as CONSUMERS;
 use crate::api::CONDITION_READY as READY;
+use crate::api::ConsumerStatus;
 /// `status.lastRotateRequest`'s maxLength in the CRD.
 const MAX_ROTATE_REQUEST_CHARS: usize = 1024;
 
@@ -41,7 +43,16 @@ pub fn ready_reason(status: Option<&KeyStatus>) -> Option<&str> {
 }
 
 fn ready_condition(status: Option<&KeyStatus>) -> Option<&Condition> {
-    status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+    find_condition(status, READY)
+}
+
+fn find_condition<'a>(status: Option<&'a KeyStatus>, type_: &str) -> Option<&'a Condition> {
+    status.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+/// The reason of the current ConsumersRolledOut condition, if any.
+pub fn consumers_reason(status: Option<&KeyStatus>) -> Option<&str> {
+    find_condition(status, CONSUMERS).map(|c| c.reason.as_str())
 }
 
 /// The Ready condition, keeping `lastTransitionTime` unless the status flipped
@@ -53,13 +64,23 @@ fn condition(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
+    typed_condition(current, READY, ready, generation, now)
+}
+
+fn typed_condition(
+    current: Option<&KeyStatus>,
+    type_: &str,
+    ready: Ready,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
     let status = if ready.status { "True" } else { "False" };
-    let last_transition_time = ready_condition(current)
+    let last_transition_time = find_condition(current, type_)
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or(Time(now));
     Condition {
-        type_: READY.into(),
+        type_: type_.into(),
         status: status.into(),
         reason: ready.reason,
         message: ready.message,
@@ -81,6 +102,17 @@ pub struct Issued<'a> {
     pub previous_key_sha256: Option<String>,
     /// Keys marked compromised, newest first.
     pub revoked_keys: Vec<crate::api::RevokedKey>,
+    pub consumers: Consumers,
+}
+
+/// What the status says of the key's consumers.
+pub enum Consumers {
+    /// The key names none.
+    None,
+    /// Not known right now (the caches are loading): the status keeps what it said.
+    Keep,
+    /// Each consumer's state and the `ConsumersRolledOut` condition.
+    Report(Vec<ConsumerStatus>, Ready),
 }
 
 /// Status of a resource whose key is issued.
@@ -111,7 +143,28 @@ pub fn issued(current: Option<&KeyStatus>, issued: &Issued<'_>, now: Timestamp) 
             .as_ref()
             .map(|r| r.chars().take(MAX_ROTATE_REQUEST_CHARS).collect()),
         observed_generation: generation,
-        conditions: vec![condition(current, issued.ready.clone(), generation, now)],
+        consumers: match &issued.consumers {
+            Consumers::None => Vec::new(),
+            Consumers::Keep => current.map(|s| s.consumers.clone()).unwrap_or_default(),
+            Consumers::Report(statuses, _) => statuses.clone(),
+        },
+        conditions: [
+            Some(condition(current, issued.ready.clone(), generation, now)),
+            match &issued.consumers {
+                Consumers::None => None,
+                Consumers::Keep => find_condition(current, CONSUMERS).cloned(),
+                Consumers::Report(_, report) => Some(typed_condition(
+                    current,
+                    CONSUMERS,
+                    report.clone(),
+                    generation,
+                    now,
+                )),
+            },
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     }
 }
 
@@ -153,11 +206,16 @@ pub fn blocked(
                 .or(base.secret_namespace.clone()),
         )
     };
+    // Other conditions (ConsumersRolledOut) still say what they said.
+    let others = base.conditions.iter().filter(|c| c.type_ != READY).cloned();
+    let conditions = std::iter::once(condition(current, ready, generation, now))
+        .chain(others)
+        .collect();
     KeyStatus {
         secret_name,
         secret_namespace,
         observed_generation: generation,
-        conditions: vec![condition(current, ready, generation, now)],
+        conditions,
         ..base
     }
 }

@@ -66,6 +66,10 @@ pub struct Wanted {
     /// The resource's status says a key was issued before (so a missing
     /// Secret means the key was lost, not that this is the first mint).
     pub issued_before: bool,
+    /// Every workload holding the key runs the current key (see
+    /// `crate::rollout`): the previous key goes now, before its grace period
+    /// ends.
+    pub previous_released: bool,
 }
 
 /// Why a brand-new key (with no predecessor kept) is minted.
@@ -292,7 +296,7 @@ fn maintained(now: Timestamp, wanted: &Wanted, current: &KeyRecord) -> (Change, 
     let grace_over = current
         .previous
         .as_ref()
-        .is_some_and(|previous| previous.until <= now);
+        .is_some_and(|previous| previous.until <= now || wanted.previous_released);
     if grace_over {
         record.previous = None;
     }
@@ -333,6 +337,7 @@ mod tests {
             rotate_request: None,
             bound_uid: None,
             issued_before: false,
+            previous_released: false,
             compromise: None,
         }
     }
@@ -498,6 +503,26 @@ mod tests {
         assert_eq!(after.record.previous, None);
         assert_eq!(after.record.id, "OLD");
         assert_eq!(after.wake_at, Some(at(1000)));
+    }
+
+    #[test]
+    fn the_previous_key_goes_early_once_every_holder_runs_the_new_key() {
+        let mut current = record(0, Some(1000));
+        current.previous = Some(PreviousKey {
+            id: "PREV".into(),
+            until: at(300),
+        });
+        let mut wanted = wanted(policy(Some(1000), 0, 300));
+        wanted.previous_released = true;
+        let released = plan(at(20), &present(current.clone()), &wanted, no_mint).expect("plan");
+        assert_eq!(released.change, Change::DropPrevious);
+        assert_eq!(released.record.previous, None);
+        assert_eq!(released.record.id, "OLD");
+        // Released or not, a key that is due still rotates (and keeps its
+        // predecessor for the new holders' rollout).
+        let due = plan(at(1000), &present(current), &wanted, new_key).expect("plan");
+        assert_eq!(due.change, Change::Rotate(RotateReason::Scheduled));
+        assert!(due.record.previous.is_some());
     }
 
     #[test]

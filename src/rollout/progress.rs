@@ -4,6 +4,9 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+use crate::api::ConsumerKind;
 
 /// Where a workload is in rolling out to a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +44,7 @@ fn carries(template: &PodTemplateSpec, annotation: &str, key_id: &str) -> bool {
 }
 
 /// What a workload's status says, in the terms all three kinds share.
-struct Seen {
+pub struct Seen {
     /// The workload controller has seen the current generation.
     current: bool,
     updated: i32,
@@ -51,12 +54,51 @@ struct Seen {
     settled: bool,
 }
 
-fn judge(template: &PodTemplateSpec, annotation: &str, key_id: &str, seen: Seen) -> Progress {
-    if !carries(template, annotation, key_id) {
-        return Progress::NotStarted;
+impl Seen {
+    fn finished(&self) -> bool {
+        self.current && self.settled && self.updated >= self.wanted && self.available >= self.wanted
     }
-    if seen.current && seen.settled && seen.updated >= seen.wanted && seen.available >= seen.wanted
-    {
+}
+
+/// The workload controller has observed `generation`.
+fn observed(observed_generation: Option<i64>, generation: Option<i64>) -> bool {
+    observed_generation.is_some() && observed_generation >= generation
+}
+
+/// A workload kind keymint rolls out, read through its own status rules.
+pub trait Workload:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: ConsumerKind;
+
+    fn template(&self) -> Option<&PodTemplateSpec>;
+
+    /// What its status says (None without a spec).
+    fn seen(&self) -> Option<Seen>;
+}
+
+/// The pod-template annotations of a workload (empty if none).
+pub fn template_annotations<W: Workload>(workload: &W) -> BTreeMap<String, String> {
+    workload
+        .template()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default()
+}
+
+/// Where `workload` is in rolling out to `key_id` under `annotation`.
+pub fn progress<W: Workload>(workload: &W, annotation: &str, key_id: &str) -> Progress {
+    let (Some(template), Some(seen)) = (workload.template(), workload.seen()) else {
+        return Progress::NotStarted;
+    };
+    if !carries(template, annotation, key_id) {
+        Progress::NotStarted
+    } else if seen.finished() {
         Progress::Done
     } else {
         Progress::Rolling {
@@ -67,60 +109,78 @@ fn judge(template: &PodTemplateSpec, annotation: &str, key_id: &str, seen: Seen)
     }
 }
 
-/// The workload controller has observed `generation`.
-fn observed(observed_generation: Option<i64>, generation: Option<i64>) -> bool {
-    observed_generation.is_some() && observed_generation >= generation
+/// Whether the workload's latest template has rolled out completely
+/// (whatever it carries): a workload that has not is still rolling.
+pub fn rolled_out<W: Workload>(workload: &W) -> bool {
+    workload.seen().is_none_or(|seen| seen.finished())
 }
 
-/// A Deployment's progress (kubectl's `rollout status` rules).
-pub fn deployment_progress(deployment: &Deployment, annotation: &str, key_id: &str) -> Progress {
-    let Some(spec) = &deployment.spec else {
-        return Progress::NotStarted;
-    };
-    let status = deployment.status.clone().unwrap_or_default();
-    let updated = status.updated_replicas.unwrap_or(0);
-    let seen = Seen {
-        current: observed(status.observed_generation, deployment.metadata.generation),
-        updated,
-        available: status.available_replicas.unwrap_or(0),
-        wanted: spec.replicas.unwrap_or(1),
-        // No Pod of an older ReplicaSet left.
-        settled: status.replicas.unwrap_or(0) <= updated,
-    };
-    judge(&spec.template, annotation, key_id, seen)
+/// A Deployment (kubectl's `rollout status` rules, and no terminating Pod
+/// left: a Pod of the old ReplicaSet that is shutting down still holds the
+/// old key).
+impl Workload for Deployment {
+    const KIND: ConsumerKind = ConsumerKind::Deployment;
+
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().map(|spec| &spec.template)
+    }
+
+    fn seen(&self) -> Option<Seen> {
+        let spec = self.spec.as_ref()?;
+        let status = self.status.clone().unwrap_or_default();
+        let updated = status.updated_replicas.unwrap_or(0);
+        Some(Seen {
+            current: observed(status.observed_generation, self.metadata.generation),
+            updated,
+            available: status.available_replicas.unwrap_or(0),
+            wanted: spec.replicas.unwrap_or(1),
+            settled: status.replicas.unwrap_or(0) <= updated
+                && status.terminating_replicas.unwrap_or(0) == 0,
+        })
+    }
 }
 
-/// A StatefulSet's progress: every replica on the update revision and ready.
-pub fn stateful_set_progress(set: &StatefulSet, annotation: &str, key_id: &str) -> Progress {
-    let Some(spec) = &set.spec else {
-        return Progress::NotStarted;
-    };
-    let status = set.status.clone().unwrap_or_default();
-    let seen = Seen {
-        current: observed(status.observed_generation, set.metadata.generation),
-        updated: status.updated_replicas.unwrap_or(0),
-        available: status.available_replicas.unwrap_or(0),
-        wanted: spec.replicas.unwrap_or(1),
-        settled: status.update_revision.is_some()
-            && status.update_revision == status.current_revision,
-    };
-    judge(&spec.template, annotation, key_id, seen)
+/// A StatefulSet: every replica on the update revision and available.
+impl Workload for StatefulSet {
+    const KIND: ConsumerKind = ConsumerKind::StatefulSet;
+
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().map(|spec| &spec.template)
+    }
+
+    fn seen(&self) -> Option<Seen> {
+        let spec = self.spec.as_ref()?;
+        let status = self.status.clone().unwrap_or_default();
+        Some(Seen {
+            current: observed(status.observed_generation, self.metadata.generation),
+            updated: status.updated_replicas.unwrap_or(0),
+            available: status.available_replicas.unwrap_or(0),
+            wanted: spec.replicas.unwrap_or(1),
+            settled: status.update_revision.is_some()
+                && status.update_revision == status.current_revision,
+        })
+    }
 }
 
-/// A DaemonSet's progress: every scheduled node runs the new Pod, available.
-pub fn daemon_set_progress(set: &DaemonSet, annotation: &str, key_id: &str) -> Progress {
-    let Some(spec) = &set.spec else {
-        return Progress::NotStarted;
-    };
-    let status = set.status.clone().unwrap_or_default();
-    let seen = Seen {
-        current: observed(status.observed_generation, set.metadata.generation),
-        updated: status.updated_number_scheduled.unwrap_or(0),
-        available: status.number_available.unwrap_or(0),
-        wanted: status.desired_number_scheduled,
-        settled: true,
-    };
-    judge(&spec.template, annotation, key_id, seen)
+/// A DaemonSet: every scheduled node runs the new Pod, available.
+impl Workload for DaemonSet {
+    const KIND: ConsumerKind = ConsumerKind::DaemonSet;
+
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().map(|spec| &spec.template)
+    }
+
+    fn seen(&self) -> Option<Seen> {
+        self.spec.as_ref()?;
+        let status = self.status.clone().unwrap_or_default();
+        Some(Seen {
+            current: observed(status.observed_generation, self.metadata.generation),
+            updated: status.updated_number_scheduled.unwrap_or(0),
+            available: status.number_available.unwrap_or(0),
+            wanted: status.desired_number_scheduled,
+            settled: true,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +217,12 @@ mod tests {
                 json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 3}),
                 false,
             ),
+            // An old Pod is still shutting down (and may still send the old key).
+            (
+                Some("NEW"),
+                json!({"observedGeneration": 4, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "terminatingReplicas": 1}),
+                false,
+            ),
             // A new Pod is not available (failing readiness).
             (
                 Some("NEW"),
@@ -165,7 +231,7 @@ mod tests {
             ),
         ];
         for (annotation, status, expected) in rows {
-            let progress = deployment_progress(
+            let progress = progress(
                 &deployment(annotation, status.clone()),
                 "keymint.dev/key-x",
                 "NEW",

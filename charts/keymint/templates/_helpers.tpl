@@ -102,6 +102,12 @@ Operator rules for the namespaces where ServiceAccountKeys and APIKeys live
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Consumers named by keys (spec.consumers): watched, and their pod-template
+# annotation keymint.dev/key-<hash> server-side applied (a patch) when a key
+# changes; only workloads whose pod template reads that key's Secret.
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets", "daemonsets"]
+  verbs: ["list", "watch", "patch"]
 {{- end }}
 
 {{/* The operator's ServiceAccount as an RBAC subject. */}}
