@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod holder;
 pub mod keyring;
 pub mod keys;
 pub mod rollout;

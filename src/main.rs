@@ -36,6 +36,22 @@ enum Command {
     Run(RunArgs),
     /// Serve key verification (JSON and forward-auth) over a key ring from a mounted file or its Secret.
     Verify(VerifyArgs),
+    /// Hold a key and send it to a verify server at a steady rate, counting the answers (the end-to-end rotation proof).
+    #[command(hide = true)]
+    Hold(HoldArgs),
+}
+
+#[derive(clap::Args)]
+struct HoldArgs {
+    /// The verify server's JSON endpoint, e.g. http://10.0.0.10:8081/v1/verify.
+    #[arg(long)]
+    url: String,
+    /// Environment variable holding the key (read once, at start).
+    #[arg(long, default_value = "KEYMINT_KEY")]
+    key_env: String,
+    /// Verifications per second.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rate: u32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -157,7 +173,34 @@ fn main() -> ExitCode {
             keymint::telemetry::init(args.log_format.into(), &args.log_level);
             block_on(verify(args))
         }
+        Command::Hold(args) => block_on(hold(args)),
     }
+}
+
+async fn hold(args: HoldArgs) -> Result<(), String> {
+    let key = zeroize::Zeroizing::new(
+        std::env::var(&args.key_env)
+            .map_err(|_| format!("--key-env: ${} is not set", args.key_env))?,
+    );
+    let stop = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    let tally = keymint::holder::hold(&args.url, key, args.rate, stop).await?;
+    let line = serde_json::to_string(&tally).map_err(|e| e.to_string())?;
+    println!("{line}");
+    // Outside a container there is no termination log: stdout is enough.
+    let _ = std::fs::write(keymint::holder::TERMINATION_LOG, &line);
+    Ok(())
 }
 
 impl From<LogFormat> for keymint::telemetry::LogFormat {

@@ -29,6 +29,11 @@ use keymint_testenv::{AuditEvent, Node};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
+/// The holder side: consumers rolled out on every new key (one binary with
+/// the rest of the node suite: one node per machine).
+#[path = "node_suite/holders.rs"]
+mod holders;
+
 const RELEASE: &str = "keymint";
 const NAMESPACE: &str = "keymint-system";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
