@@ -30,8 +30,12 @@ pub struct Tally {
     pub valid: u64,
     /// Answers other than VALID, by code.
     pub refused: BTreeMap<String, u64>,
-    /// Requests with no answer (connection refused, timeout, not JSON).
+    /// Requests with no answer (connection refused, timeout, not JSON) even
+    /// after one retry.
     pub errors: u64,
+    /// Requests sent again after a transport error (a pooled connection the
+    /// server had closed, say): what any HTTP client of an idempotent call does.
+    pub retries: u64,
     /// The key ids the verifier named in VALID answers.
     pub key_ids: BTreeSet<String>,
     /// How long the holder sent, in seconds.
@@ -67,7 +71,7 @@ pub async fn hold(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Tally, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("--url: {e}"))?;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let body = Zeroizing::new(serde_json::json!({ "key": key.as_str() }).to_string());
     let mut tally = Tally::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
@@ -81,26 +85,45 @@ pub async fn hold(
                 return Ok(tally);
             }
             _ = tick.tick() => {
-                let request = hyper::Request::post(uri.clone())
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body.as_bytes().to_vec())))
-                    .map_err(|e| e.to_string())?;
-                let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                    let response = client.request(request).await.map_err(|e| e.to_string())?;
-                    let bytes = response
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .to_bytes();
-                    serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
-                })
-                .await
-                .unwrap_or_else(|_| Err("timed out".into()));
+                let mut answer = verify(&client, &uri, &body).await;
+                if answer.is_err() {
+                    tally.retries += 1;
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    answer = verify(&client, &uri, &body).await;
+                }
                 tally.count(answer);
             }
         }
     }
+}
+
+/// Pause before the one retry of a request that got no answer.
+const RETRY_AFTER: Duration = Duration::from_millis(50);
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// One verification: the answer's JSON, or why there is none.
+async fn verify(
+    client: &HttpClient,
+    uri: &hyper::Uri,
+    body: &str,
+) -> Result<serde_json::Value, String> {
+    let request = hyper::Request::post(uri.clone())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.as_bytes().to_vec())))
+        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|_| Err("timed out".into()))
 }
 
 #[cfg(test)]
