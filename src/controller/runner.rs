@@ -116,16 +116,23 @@ async fn drive<K: KeyResource>(
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<K>, error_policy::<K>, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => debug!(object = %object, "reconciled"),
-                Err(ControllerError::ReconcilerFailed(error, object)) => {
-                    debug!(object = %object, %error, "reconcile failed")
-                }
-                Err(error) => warn!(%error, "controller stream error"),
-            }
-        })
+        .for_each(|result| async move { log_result("key", result) })
         .await;
+}
+
+/// Logs one result of a controller's stream: reconciles at debug (their
+/// failures are reported on the object), stream errors at WARN.
+fn log_result<K: Resource, E: std::error::Error, Q: std::error::Error>(
+    controller: &str,
+    result: Result<(ObjectRef<K>, kube::runtime::controller::Action), ControllerError<E, Q>>,
+) {
+    match result {
+        Ok((object, _)) => debug!(controller, object = %object, "reconciled"),
+        Err(ControllerError::ReconcilerFailed(error, object)) => {
+            debug!(controller, object = %object, %error, "reconcile failed")
+        }
+        Err(error) => warn!(controller, %error, "controller stream error"),
+    }
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
@@ -375,15 +382,7 @@ async fn drive_rings(
         )
         .graceful_shutdown_on(shutdown)
         .run(ring::reconcile, ring::error_policy, rc)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => debug!(object = %object, "key ring reconciled"),
-                Err(ControllerError::ReconcilerFailed(error, object)) => {
-                    debug!(object = %object, %error, "key ring reconcile failed")
-                }
-                Err(error) => warn!(%error, "key ring controller stream error"),
-            }
-        })
+        .for_each(|result| async move { log_result("key ring", result) })
         .await;
 }
 
@@ -435,15 +434,7 @@ where
                     )
                     .graceful_shutdown_on(stop)
                     .run(holders::reconcile::<W>, holders::error_policy::<W>, rc)
-                    .for_each(|result| async move {
-                        match result {
-                            Ok((object, _)) => debug!(object = %object, "consumer reconciled"),
-                            Err(ControllerError::ReconcilerFailed(error, object)) => {
-                                debug!(object = %object, %error, "consumer reconcile failed")
-                            }
-                            Err(error) => warn!(%error, "consumer controller stream error"),
-                        }
-                    })
+                    .for_each(|result| async move { log_result("consumer", result) })
                     .await;
             }));
         }

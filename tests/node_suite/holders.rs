@@ -249,6 +249,19 @@ impl PodLog {
         self.0.lock().expect("log").clone()
     }
 
+    /// When the last Pod not carrying `id` was gone, once the watch saw it.
+    async fn wait_old_gone(&self, id: &str) -> Instant {
+        eventually(
+            "the watch to see the old Pods gone",
+            Duration::from_secs(10),
+            || async {
+                self.last_gone_without(id)
+                    .ok_or("an old Pod not seen gone".to_string())
+            },
+        )
+        .await
+    }
+
     /// When the last Pod whose template did not carry `id` was gone.
     fn last_gone_without(&self, id: &str) -> Option<Instant> {
         self.snapshot()
@@ -346,15 +359,7 @@ async fn a_holder_switches_on_rotation_and_the_previous_key_goes_when_its_last_o
         }
     })
     .await;
-    let last_old_gone = eventually(
-        "the test's watch to see the old Pods gone",
-        Duration::from_secs(10),
-        || async {
-            pods.last_gone_without(&second)
-                .ok_or("an old Pod not seen gone".to_string())
-        },
-    )
-    .await;
+    let last_old_gone = pods.wait_old_gone(&second).await;
     watch.abort();
     let seen = pods.snapshot();
     assert_eq!(
@@ -680,6 +685,23 @@ async fn an_operator_restart_and_a_gitops_sync_of_the_consumer_cause_no_rollout_
     .await;
 }
 
+/// Every key of `ids` (name -> current id) switched on the Deployment `fed`.
+async fn wait_fed(client: &kube::Client, ns: &str, ids: &BTreeMap<String, String>) {
+    for (name, id) in ids {
+        wait_switched(client, ns, "fed", &annotation_key("APIKey", ns, name), id).await;
+    }
+}
+
+async fn generation_of(deployments: &Api<Deployment>, name: &str) -> i64 {
+    deployments
+        .get(name)
+        .await
+        .expect("the Deployment")
+        .metadata
+        .generation
+        .expect("generation")
+}
+
 #[tokio::test]
 async fn twenty_keys_rotated_in_the_same_second_feeding_one_deployment_cause_one_rollout() {
     let _suite = SUITE.lock().await;
@@ -704,23 +726,8 @@ async fn twenty_keys_rotated_in_the_same_second_feeding_one_deployment_cause_one
         .create(&PostParams::default(), &consumer("fed", 1, &secrets, 8081))
         .await
         .expect("consumer");
-    for name in &names {
-        wait_switched(
-            &client,
-            &ns,
-            "fed",
-            &annotation_key("APIKey", &ns, name),
-            &ids[name],
-        )
-        .await;
-    }
-    let before = deployments
-        .get("fed")
-        .await
-        .expect("consumer")
-        .metadata
-        .generation
-        .expect("generation");
+    wait_fed(&client, &ns, &ids).await;
+    let before = generation_of(&deployments, "fed").await;
     let sets = replica_sets(&client, &ns, "fed").await;
     let triggered = operator_metric(&client, "keymint_rollouts_triggered", "Deployment").await;
 
@@ -729,23 +736,8 @@ async fn twenty_keys_rotated_in_the_same_second_feeding_one_deployment_cause_one
         let rotated = current_id(&wait_new_id(&keys, name, &ids[name]).await);
         ids.insert(name.clone(), rotated);
     }
-    for name in &names {
-        wait_switched(
-            &client,
-            &ns,
-            "fed",
-            &annotation_key("APIKey", &ns, name),
-            &ids[name],
-        )
-        .await;
-    }
-    let after = deployments
-        .get("fed")
-        .await
-        .expect("consumer")
-        .metadata
-        .generation
-        .expect("generation");
+    wait_fed(&client, &ns, &ids).await;
+    let after = generation_of(&deployments, "fed").await;
     let new_sets = replica_sets(&client, &ns, "fed").await;
     let writes =
         operator_metric(&client, "keymint_rollouts_triggered", "Deployment").await - triggered;
@@ -889,15 +881,7 @@ async fn zero_downtime_a_holder_sending_through_a_verifier_across_three_rotation
             },
         )
         .await;
-        let last_old = eventually(
-            "the old holder Pods seen gone",
-            Duration::from_secs(10),
-            || async {
-                pods.last_gone_without(&id)
-                    .ok_or("an old Pod not seen gone".to_string())
-            },
-        )
-        .await;
+        let last_old = pods.wait_old_gone(&id).await;
         let lag = secret_clean.saturating_duration_since(last_old);
         assert!(
             lag < Duration::from_secs(10),
