@@ -838,6 +838,17 @@ async fn zero_downtime_a_holder_sending_through_a_verifier_across_three_rotation
         .await
         .expect("verifier Service");
     let address = service.spec.and_then(|s| s.cluster_ip).expect("cluster IP");
+    // kube-proxy programs a new Service's rules shortly after its endpoints
+    // are ready: the holders start once it routes (from the node itself).
+    eventually("the verifier Service to route", super::WAIT, || async {
+        let answer =
+            keymint_test_support::verify::request_at(&address, 8081, "GET", "/readyz", &[], "")
+                .map_err(|e| e.to_string())?;
+        (answer.status == 200)
+            .then_some(())
+            .ok_or(format!("/readyz answered {}", answer.status))
+    })
+    .await;
     let annotation = annotation_key("APIKey", &ns, "holder-key");
     let holder = workload(
         "holder",
