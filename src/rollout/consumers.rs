@@ -7,6 +7,7 @@ use kube::core::{Selector, SelectorExt};
 
 use super::progress::Progress;
 use crate::api::{Consumer, ConsumerKind, ConsumerState, ConsumerStatus, MAX_CONSUMER_STATUSES};
+use crate::keys::token::is_valid_key_id;
 
 /// A workload in the key's namespace, as the assessment sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +99,11 @@ pub fn assess(consumers: &[Consumer], candidates: &[Candidate]) -> Assessment {
             state
         };
         found.insert(slot, state);
-        key_ids.insert(slot, candidate.key_id.clone());
+        // The annotation is on the tenant's workload: a value that is not a
+        // key id is not reported (the status schema would refuse it, and a
+        // refused status write would stall the key's status and its rings).
+        let key_id = candidate.key_id.clone().filter(|id| is_valid_key_id(id));
+        key_ids.insert(slot, key_id);
     }
     // A workload named by name that is not there.
     for consumer in consumers {
@@ -391,6 +396,26 @@ mod tests {
         assert_eq!(
             report(&Switch::NoHolders, "K2", None, false).reason,
             "NoHolders"
+        );
+    }
+
+    #[test]
+    fn a_template_annotation_that_is_not_a_key_id_is_not_reported() {
+        let consumers = [consumer(json!({"kind": "Deployment", "selector": {}}))];
+        let crafted = ["a".repeat(300), "lower".into(), String::new(), "K1 ".into()];
+        for value in crafted {
+            let mut candidate = candidate(ConsumerKind::Deployment, "web", true, ROLLING);
+            candidate.key_id = Some(value.clone());
+            let statuses = assess(&consumers, &[candidate]).statuses;
+            assert_eq!(statuses[0].key_id, None, "{value:?}");
+        }
+        let mut candidate = candidate(ConsumerKind::Deployment, "web", true, ROLLING);
+        candidate.key_id = Some("K2D9Q".into());
+        assert_eq!(
+            assess(&consumers, &[candidate]).statuses[0]
+                .key_id
+                .as_deref(),
+            Some("K2D9Q")
         );
     }
 

@@ -973,3 +973,65 @@ async fn concurrent_writers_on_the_secret_and_the_status_lose_nothing() {
         "restoring the status did not touch the key"
     );
 }
+
+/// A consumer's pod template is the tenant's: a crafted `keymint.dev/key-*`
+/// value (not a key id, longer than the status schema takes) on a named
+/// workload that keymint never writes must not stall the key's status.
+#[tokio::test]
+async fn a_crafted_consumer_annotation_never_blocks_the_key_status() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use keymint::api::ConsumerState;
+    let (client, namespace) = setup("crafted-consumer").await;
+    let annotation = keymint::rollout::annotation_key("APIKey", &namespace, "held");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}, "annotations": {annotation.clone(): "x".repeat(300)}},
+                "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]},
+            },
+        },
+    }))
+    .expect("a Deployment");
+    Api::<Deployment>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create the Deployment");
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    let spec =
+        json!({"permissions": ["read"], "consumers": [{"kind": "Deployment", "name": "web"}]});
+    keys.create(&PostParams::default(), &api_key("held", spec))
+        .await
+        .expect("create the key");
+    let key = wait_for(&keys, "held", "the consumer reported", |key: &ApiKey| {
+        key.status.as_ref().is_some_and(|s| {
+            s.id.is_some()
+                && s.consumers
+                    .iter()
+                    .any(|c| c.name == "web" && c.state == ConsumerState::NotAHolder)
+        })
+    })
+    .await;
+    let status = key.status.expect("status");
+    assert_eq!(status.consumers.len(), 1);
+    assert_eq!(status.consumers[0].key_id, None);
+    // Rotations still reach the status (the rings read it).
+    keys.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"keymint.dev/rotate-request": "one"}}})),
+    )
+    .await
+    .expect("rotate");
+    let first = status.id.clone();
+    wait_for(&keys, "held", "the rotation in status", |key: &ApiKey| {
+        key.status.as_ref().is_some_and(|s| s.id != first)
+    })
+    .await;
+    let web = Api::<Deployment>::namespaced(client.clone(), &namespace)
+        .get("web")
+        .await
+        .expect("the Deployment");
+    assert_eq!(web.metadata.generation, Some(1), "a non-holder was written");
+}
