@@ -424,7 +424,14 @@ async fn issue<K: KeyResource>(
         && before
             .as_ref()
             .is_some_and(|a| matches!(a.switch, rollout::Switch::Waiting { .. }));
-    let after = holders.assess(&plan.record.id);
+    // Against the key the status will name: the one assessed above unless a
+    // new key was minted.
+    let after = match before {
+        Some(assessment) if !matches!(plan.change, Change::Mint(_) | Change::Rotate(_)) => {
+            Some(assessment)
+        }
+        _ => holders.assess(&plan.record.id),
+    };
 
     let expires_note = plan
         .record
@@ -751,26 +758,16 @@ impl<'a, K: KeyResource> Holding<'a, K> {
             let note = format!(
                 "Every consumer runs key {key_id}: the previous key was removed before its grace period ended"
             );
-            publish(
-                self.resource,
-                self.ctx,
-                EventType::Normal,
-                KeyEvent::ConsumersRolledOut.as_str(),
-                &note,
-                "Rollout",
-            )
-            .await;
+            self.publish(EventType::Normal, KeyEvent::ConsumersRolledOut, &note)
+                .await;
         }
         if timed_out_now {
             self.ctx.metrics.rollout_timed_out(&kind);
             let report = rollout::report(switch, key_id, None, true);
-            publish(
-                self.resource,
-                self.ctx,
+            self.publish(
                 EventType::Warning,
-                KeyEvent::RolloutTimedOut.as_str(),
+                KeyEvent::RolloutTimedOut,
                 &report.message,
-                "Rollout",
             )
             .await;
         }
@@ -796,16 +793,21 @@ impl<'a, K: KeyResource> Holding<'a, K> {
                 "{list}: the pod template does not read Secret {}; keymint does not roll it out",
                 self.secret_name
             );
-            publish(
-                self.resource,
-                self.ctx,
-                EventType::Warning,
-                KeyEvent::ConsumerNotAHolder.as_str(),
-                &note,
-                "Rollout",
-            )
-            .await;
+            self.publish(EventType::Warning, KeyEvent::ConsumerNotAHolder, &note)
+                .await;
         }
+    }
+
+    async fn publish(&self, type_: EventType, event: KeyEvent, note: &str) {
+        publish(
+            self.resource,
+            self.ctx,
+            type_,
+            event.as_str(),
+            note,
+            "Rollout",
+        )
+        .await;
     }
 
     /// Asks for the rollout of consumers that do not carry the id yet;

@@ -167,16 +167,17 @@ fn candidates_of<W: Workload>(cache: &KindCache<W>, feed: &KeyFeed<'_>) -> Vec<C
         .iter()
         .filter_map(|workload| workload.ok())
         .filter(|workload| workload.meta().namespace.as_deref() == Some(feed.namespace))
-        .filter(|workload| {
-            let (name, labels) = (workload.name_any(), workload.labels().clone());
+        .filter_map(|workload| {
+            let (name, labels) = (workload.name_any(), workload.labels());
             feed.consumers
                 .iter()
-                .any(|c| rollout::selects(c, W::KIND, &name, &labels))
+                .any(|c| rollout::selects(c, W::KIND, &name, labels))
+                .then(|| (workload, name, labels.clone()))
         })
-        .map(|workload| Candidate {
+        .map(|(workload, name, labels)| Candidate {
             kind: W::KIND,
-            name: workload.name_any(),
-            labels: workload.labels().clone(),
+            name,
+            labels,
             holder: workload
                 .template()
                 .and_then(|t| t.spec.as_ref())
