@@ -26,12 +26,34 @@ use super::{RELEASE, SUITE, VERSION, installed, node, pod_ip, stderr};
 /// A rollout of a small Deployment on this node, with probes every second.
 const SWITCH: Duration = Duration::from_secs(120);
 
-async fn fresh(client: &kube::Client, name: &str) -> String {
-    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
-    create_if_absent(&namespaces, &namespace(name))
-        .await
-        .expect("namespace");
-    name.to_string()
+/// One test's setting: the suite's turn, the release installed, a namespace
+/// of its own and the APIs the tests use in it.
+struct Scene {
+    _suite: tokio::sync::MutexGuard<'static, ()>,
+    client: kube::Client,
+    ns: String,
+    keys: Api<ApiKey>,
+    secrets: Api<Secret>,
+    deployments: Api<Deployment>,
+}
+
+impl Scene {
+    async fn new(ns: &str) -> Scene {
+        let _suite = SUITE.lock().await;
+        let client = installed().await;
+        let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+        create_if_absent(&namespaces, &namespace(ns))
+            .await
+            .expect("namespace");
+        Scene {
+            _suite,
+            keys: Api::namespaced(client.clone(), ns),
+            secrets: Api::namespaced(client.clone(), ns),
+            deployments: Api::namespaced(client.clone(), ns),
+            ns: ns.to_string(),
+            client,
+        }
+    }
 }
 
 /// A consumer reading the given Secrets' `key` as env vars, serving
@@ -292,12 +314,14 @@ async fn operator_metric(client: &kube::Client, name: &str, kind: &str) -> u64 {
 
 #[tokio::test]
 async fn a_holder_switches_on_rotation_and_the_previous_key_goes_when_its_last_old_pod_is_gone() {
-    let _suite = SUITE.lock().await;
-    let client = installed().await;
-    let ns = fresh(&client, "holders-env").await;
-    let keys = Api::<ApiKey>::namespaced(client.clone(), &ns);
-    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let Scene {
+        _suite,
+        client,
+        ns,
+        keys,
+        secrets,
+        deployments,
+    } = Scene::new("holders-env").await;
     let spec = json!({"permissions": ["read"], "validFor": "720h", "gracePeriod": "10m",
         "consumers": [{"kind": "Deployment", "name": "app"}]});
     keys.create(&PostParams::default(), &api_key("app-key", spec))
@@ -424,12 +448,14 @@ async fn a_holder_switches_on_rotation_and_the_previous_key_goes_when_its_last_o
 #[tokio::test]
 async fn a_consumer_that_never_becomes_available_keeps_the_previous_key_until_grace_then_a_warning()
 {
-    let _suite = SUITE.lock().await;
-    let client = installed().await;
-    let ns = fresh(&client, "holders-stuck").await;
-    let keys = Api::<ApiKey>::namespaced(client.clone(), &ns);
-    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let Scene {
+        _suite,
+        client,
+        ns,
+        keys,
+        secrets,
+        deployments,
+    } = Scene::new("holders-stuck").await;
     let spec = json!({"permissions": ["read"], "validFor": "720h", "gracePeriod": "20s",
         "consumers": [{"kind": "Deployment", "name": "stuck"}, {"kind": "Deployment", "name": "elsewhere"}]});
     keys.create(&PostParams::default(), &api_key("stuck-key", spec))
@@ -565,11 +591,14 @@ async fn replica_sets(client: &kube::Client, namespace: &str, app: &str) -> usiz
 
 #[tokio::test]
 async fn an_operator_restart_and_a_gitops_sync_of_the_consumer_cause_no_rollout_and_no_drift() {
-    let _suite = SUITE.lock().await;
-    let client = installed().await;
-    let ns = fresh(&client, "holders-sync").await;
-    let keys = Api::<ApiKey>::namespaced(client.clone(), &ns);
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let Scene {
+        _suite,
+        client,
+        ns,
+        keys,
+        secrets: _,
+        deployments,
+    } = Scene::new("holders-sync").await;
     let spec = json!({"permissions": ["read"], "validFor": "720h", "gracePeriod": "10m",
         "consumers": [{"kind": "Deployment", "selector": {"matchLabels": {"app": "synced"}}}]});
     keys.create(&PostParams::default(), &api_key("synced-key", spec))
@@ -704,11 +733,14 @@ async fn generation_of(deployments: &Api<Deployment>, name: &str) -> i64 {
 
 #[tokio::test]
 async fn twenty_keys_rotated_in_the_same_second_feeding_one_deployment_cause_one_rollout() {
-    let _suite = SUITE.lock().await;
-    let client = installed().await;
-    let ns = fresh(&client, "holders-burst").await;
-    let keys = Api::<ApiKey>::namespaced(client.clone(), &ns);
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let Scene {
+        _suite,
+        client,
+        ns,
+        keys,
+        secrets: _,
+        deployments,
+    } = Scene::new("holders-burst").await;
     let names: Vec<String> = (0..20).map(|i| format!("burst-{i:02}")).collect();
     for name in &names {
         let spec = json!({"permissions": ["read"], "validFor": "720h", "gracePeriod": "10m",
@@ -785,12 +817,14 @@ fn ring_lists(secret: &Secret, id: &str) -> bool {
 #[tokio::test]
 async fn zero_downtime_a_holder_sending_through_a_verifier_across_three_rotations_is_never_refused()
 {
-    let _suite = SUITE.lock().await;
-    let client = installed().await;
-    let ns = fresh(&client, "holders-proof").await;
-    let keys = Api::<ApiKey>::namespaced(client.clone(), &ns);
-    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let Scene {
+        _suite,
+        client,
+        ns,
+        keys,
+        secrets,
+        deployments,
+    } = Scene::new("holders-proof").await;
     let rings = Api::<KeyRing>::namespaced(client.clone(), &ns);
     rings
         .create(
