@@ -6,10 +6,10 @@
 //! (the controller is debounced) and at most `max_rollouts_per_namespace`
 //! workloads rolling per namespace. The decisions are in [`crate::rollout`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -144,17 +144,21 @@ impl Holders {
         }
     }
 
-    /// Workloads of `namespace` other than `except` whose latest keymint
-    /// template has not finished rolling out.
-    fn rolling_in(&self, namespace: &str, except: (ConsumerKind, &str)) -> usize {
+    /// Workloads of `namespace` whose latest keymint template has not
+    /// finished rolling out, as the caches see them.
+    fn rolling_in(&self, namespace: &str) -> BTreeSet<Rolling> {
         let Some(scope) = self.scope(namespace) else {
-            return 0;
+            return BTreeSet::new();
         };
-        rolling_of(&scope.deployments, namespace, except)
-            + rolling_of(&scope.stateful_sets, namespace, except)
-            + rolling_of(&scope.daemon_sets, namespace, except)
+        let mut rolling = rolling_of(&scope.deployments, namespace);
+        rolling.extend(rolling_of(&scope.stateful_sets, namespace));
+        rolling.extend(rolling_of(&scope.daemon_sets, namespace));
+        rolling
     }
 }
+
+/// A workload rolling out: its kind and name.
+type Rolling = (ConsumerKind, String);
 
 /// The workloads of one kind in the key's namespace that its consumers name.
 fn candidates_of<W: Workload>(cache: &KindCache<W>, feed: &KeyFeed<'_>) -> Vec<Candidate> {
@@ -196,20 +200,16 @@ fn carries_keymint_annotation<W: Workload>(workload: &W) -> bool {
         .any(|key| key.starts_with(rollout::template::ANNOTATION_PREFIX))
 }
 
-fn rolling_of<W: Workload>(
-    cache: &KindCache<W>,
-    namespace: &str,
-    except: (ConsumerKind, &str),
-) -> usize {
+fn rolling_of<W: Workload>(cache: &KindCache<W>, namespace: &str) -> BTreeSet<Rolling> {
     cache
         .store
         .state()
         .iter()
         .filter_map(|workload| workload.ok())
         .filter(|w| w.meta().namespace.as_deref() == Some(namespace))
-        .filter(|w| (W::KIND, w.name_any().as_str()) != except)
         .filter(|w| carries_keymint_annotation(*w) && !rollout::rolled_out(*w))
-        .count()
+        .map(|w| (W::KIND, w.name_any()))
+        .collect()
 }
 
 /// Shared state of the rollout controllers.
@@ -221,7 +221,16 @@ pub struct RolloutContext {
     /// Wakes the key controllers (same order as the stores).
     pub wake_api_keys: Vec<UnboundedSender<ObjectRef<Parsed<ApiKey>>>>,
     pub wake_account_keys: Vec<UnboundedSender<ObjectRef<Parsed<ServiceAccountKey>>>>,
+    /// Rollouts keymint started lately, by namespace: the caches show a
+    /// write only after its watch event, and many workloads decide at once
+    /// after a burst. Deciding and writing under this lock, counting these
+    /// too, keeps the namespace's limit.
+    pub started: tokio::sync::Mutex<HashMap<String, HashMap<Rolling, Instant>>>,
 }
+
+/// How long a rollout keymint started counts as rolling without the caches'
+/// word (far longer than a watch event takes).
+const START_MEMORY: Duration = Duration::from_secs(10);
 
 /// A workload held back by its namespace's rollout limit looks again after this.
 const HELD_BACK_REQUEUE: Duration = Duration::from_secs(5);
@@ -289,13 +298,32 @@ where
     let namespace = workload.meta().namespace.clone().unwrap_or_default();
     let name = workload.name_any();
     let already_rolling = carries_keymint_annotation(workload) && !rollout::rolled_out(workload);
-    let elsewhere = rc.holders.rolling_in(&namespace, (W::KIND, &name));
+    let mut started = rc.started.lock().await;
+    started.retain(|_, recent| {
+        recent.retain(|_, at| at.elapsed() < START_MEMORY);
+        !recent.is_empty()
+    });
+    let this = (W::KIND, name.clone());
+    let mut rolling = rc.holders.rolling_in(&namespace);
+    rolling.extend(
+        started
+            .get(&namespace)
+            .into_iter()
+            .flat_map(|r| r.keys().cloned()),
+    );
+    rolling.remove(&this);
+    let elsewhere = rolling.len();
     let limit = rc.ctx.settings.max_rollouts_per_namespace;
     if !rollout::may_start(elsewhere, limit, already_rolling) {
         debug!(workload = %name, namespace, elsewhere, "rollout held back by the namespace's limit");
         return Ok(Action::requeue(HELD_BACK_REQUEUE));
     }
     apply_template_annotations::<W>(&rc.ctx, &namespace, &name, &wanted).await?;
+    started
+        .entry(namespace.clone())
+        .or_default()
+        .insert(this, Instant::now());
+    drop(started);
     rc.ctx.metrics.rollout_triggered(W::KIND.as_str());
     let changed: Vec<&str> = feeds
         .iter()

@@ -265,6 +265,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         account_keys: account_key_stores.clone(),
         wake_api_keys,
         wake_account_keys,
+        started: Default::default(),
     });
     workloads.drive(&rollout_context, &shutdown, &mut tasks);
     let ring_context = Arc::new(RingContext {

@@ -1035,3 +1035,97 @@ async fn a_crafted_consumer_annotation_never_blocks_the_key_status() {
         .expect("the Deployment");
     assert_eq!(web.metadata.generation, Some(1), "a non-holder was written");
 }
+
+/// At most `--max-rollouts-per-namespace` (4 for the shared operator)
+/// consumers of a namespace roll out at once, even when many start together.
+/// Without a node no Pod ever runs, so every adopted consumer stays rolling.
+#[tokio::test]
+async fn no_more_than_the_namespace_limit_of_consumers_roll_out_at_once() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let (client, namespace) = setup("rollout-limit").await;
+    let keys = Api::<ApiKey>::namespaced(client.clone(), &namespace);
+    let spec = json!({"permissions": ["read"],
+        "consumers": [{"kind": "Deployment", "selector": {"matchLabels": {"tier": "web"}}}]});
+    keys.create(&PostParams::default(), &api_key("shared", spec))
+        .await
+        .expect("create the key");
+    let id = wait_ready(&keys, "shared")
+        .await
+        .status
+        .and_then(|s| s.id)
+        .expect("an id");
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
+    for i in 0..7 {
+        let name = format!("web-{i}");
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"tier": "web"}},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1",
+                        "env": [{"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "shared", "key": "key"}}}]}]},
+                },
+            },
+        }))
+        .expect("a Deployment");
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .expect("create a consumer");
+    }
+    let annotation = keymint::rollout::annotation_key("APIKey", &namespace, "shared");
+    let adopted = || {
+        let deployments = deployments.clone();
+        let (annotation, id) = (annotation.clone(), id.clone());
+        async move {
+            let list = deployments
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<usize, String>(
+                list.items
+                    .iter()
+                    .filter(|d| {
+                        d.spec
+                            .as_ref()
+                            .and_then(|s| s.template.metadata.as_ref())
+                            .and_then(|m| m.annotations.as_ref())
+                            .and_then(|a| a.get(&annotation))
+                            == Some(&id)
+                    })
+                    .count(),
+            )
+        }
+    };
+    eventually("four consumers adopted", WAIT, || async {
+        let count = adopted().await?;
+        (count >= 4).then_some(()).ok_or(format!("{count} adopted"))
+    })
+    .await;
+    holds_for(
+        "at most four rolling",
+        std::time::Duration::from_secs(8),
+        || async {
+            let count = adopted().await?;
+            (count == 4).then_some(()).ok_or(format!("{count} adopted"))
+        },
+    )
+    .await;
+    let key = keys.get("shared").await.expect("the key");
+    let states: Vec<_> = key
+        .status
+        .expect("status")
+        .consumers
+        .iter()
+        .map(|c| c.state)
+        .collect();
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| **s == keymint::api::ConsumerState::Pending)
+            .count(),
+        3,
+        "{states:?}"
+    );
+}
