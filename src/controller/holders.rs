@@ -223,9 +223,28 @@ pub struct RolloutContext {
     pub wake_account_keys: Vec<UnboundedSender<ObjectRef<Parsed<ServiceAccountKey>>>>,
     /// Rollouts keymint started lately, by namespace: the caches show a
     /// write only after its watch event, and many workloads decide at once
-    /// after a burst. Deciding and writing under this lock, counting these
-    /// too, keeps the namespace's limit.
-    pub started: tokio::sync::Mutex<HashMap<String, HashMap<Rolling, Instant>>>,
+    /// after a burst. Deciding and writing under the namespace's lock,
+    /// counting these too, keeps its limit; one namespace's slow write never
+    /// holds up another's.
+    pub started: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Started>>>>,
+}
+
+/// A namespace's rollouts started lately, with when.
+pub type Started = HashMap<Rolling, Instant>;
+
+impl RolloutContext {
+    /// The lock of `namespace`'s recent starts (namespaces with none left and
+    /// no one holding their lock are forgotten).
+    fn starts_in(&self, namespace: &str) -> Arc<tokio::sync::Mutex<Started>> {
+        let mut all = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|_, starts| {
+            Arc::strong_count(starts) > 1
+                || starts
+                    .try_lock()
+                    .is_ok_and(|s| s.values().any(|at| at.elapsed() < START_MEMORY))
+        });
+        all.entry(namespace.to_string()).or_default().clone()
+    }
 }
 
 /// How long a rollout keymint started counts as rolling without the caches'
@@ -298,19 +317,12 @@ where
     let namespace = workload.meta().namespace.clone().unwrap_or_default();
     let name = workload.name_any();
     let already_rolling = carries_keymint_annotation(workload) && !rollout::rolled_out(workload);
-    let mut started = rc.started.lock().await;
-    started.retain(|_, recent| {
-        recent.retain(|_, at| at.elapsed() < START_MEMORY);
-        !recent.is_empty()
-    });
+    let starts = rc.starts_in(&namespace);
+    let mut started = starts.lock().await;
+    started.retain(|_, at| at.elapsed() < START_MEMORY);
     let this = (W::KIND, name.clone());
     let mut rolling = rc.holders.rolling_in(&namespace);
-    rolling.extend(
-        started
-            .get(&namespace)
-            .into_iter()
-            .flat_map(|r| r.keys().cloned()),
-    );
+    rolling.extend(started.keys().cloned());
     rolling.remove(&this);
     let elsewhere = rolling.len();
     let limit = rc.ctx.settings.max_rollouts_per_namespace;
@@ -319,10 +331,7 @@ where
         return Ok(Action::requeue(HELD_BACK_REQUEUE));
     }
     apply_template_annotations::<W>(&rc.ctx, &namespace, &name, &wanted).await?;
-    started
-        .entry(namespace.clone())
-        .or_default()
-        .insert(this, Instant::now());
+    started.insert(this, Instant::now());
     drop(started);
     rc.ctx.metrics.rollout_triggered(W::KIND.as_str());
     let changed: Vec<&str> = feeds
