@@ -9,6 +9,7 @@ HELM_VERSION       := v3.21.4
 CLUSTER_DIR        := $(CURDIR)/.cluster
 VENV               := $(CURDIR)/.venv
 CONTROLPLANE_STAMP := bin/.controlplane-$(shell sha256sum tests/controlplane/go.sum | cut -c1-16)
+ARGOCD_STAMP       := bin/.argocd-$(shell cat tests/argocd/go.sum tests/argocd/build.sh | sha256sum | cut -c1-16)
 NODE_STAMP         := bin/.node-$(shell cat tests/node/go.sum tests/node/build.sh tests/controlplane/go.sum | sha256sum | cut -c1-16)
 export PATH        := $(CURDIR)/bin:$(VENV)/bin:$(PATH)
 export GOTOOLCHAIN := local
@@ -24,7 +25,7 @@ run: controlplane tools build ## local control plane + CRDs + operator + example
 	scripts/run.sh
 
 .PHONY: test
-test: controlplane node tools ## unit tests, CRD golden files, and integration tests against the local control plane
+test: controlplane node argocd tools ## unit tests, CRD golden files, and integration tests against the local control plane
 	cargo test --workspace --all-targets --locked
 
 ## ---- building blocks ----
@@ -43,6 +44,14 @@ node: controlplane $(NODE_STAMP) ## containerd, runc shim, CNI plugins, pause im
 $(NODE_STAMP): tests/node/go.mod tests/node/go.sum tests/node/build.sh
 	rm -f bin/.node-*
 	tests/node/build.sh bin
+	touch $@
+
+.PHONY: argocd
+argocd: $(ARGOCD_STAMP) ## Argo CD (one multi-call binary) from the Go module proxy into bin/ for the Argo CD suite (redis, socat from Debian)
+
+$(ARGOCD_STAMP): tests/argocd/go.mod tests/argocd/go.sum tests/argocd/build.sh
+	rm -f bin/.argocd-*
+	tests/argocd/build.sh bin
 	touch $@
 
 .PHONY: tools

@@ -5,7 +5,8 @@
 //! `tests/argocd.rs` captures from the control plane (`argocd/fixtures/`);
 //! `argocd/argocd-cm-keymint.yaml` is generated from the `.lua` files and
 //! fails here when it is out of date; the example Applications install keymint
-//! before the examples.
+//! before the examples. The same checks then run in Argo CD's own code
+//! (`argocd admin settings resource-overrides`, gopher-lua), the judge.
 //!
 //! Regenerate the argocd-cm snippet with
 //! `KEYMINT_UPDATE_ARGOCD_CM=1 cargo test --test argocd_lua argocd_cm_snippet_is`.
@@ -15,6 +16,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use keymint_test_support::OPERATOR_NAMESPACE;
 use keymint_test_support::argocd::*;
+use keymint_test_support::argocd_instance::ArgoCd;
 use keymint_test_support::helm::repo;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -282,4 +284,101 @@ fn example_applications_install_keymint_first_then_sync_the_examples() {
         )
     };
     assert_eq!(source(&operator), source(&examples));
+}
+
+// ---- the same scripts run by Argo CD's own code ----
+//
+// `argocd admin settings resource-overrides` (bin/argocd, built by `make
+// argocd` at the version in tests/argocd/go.mod) runs the health and action
+// scripts with Argo CD's gopher-lua sandbox on a file, reading the
+// customizations from `argocd/argocd-cm-keymint.yaml` as users paste it.
+
+fn argocd_overrides(command: &str, object: &Value, extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("object.yaml");
+    std::fs::write(&path, serde_yaml::to_string(object).expect("YAML")).expect("write the object");
+    let path = path.display().to_string();
+    let cm = argocd_cm_path().display().to_string();
+    let mut args = vec!["settings", "resource-overrides", command, path.as_str()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--argocd-cm-path", cm.as_str()]);
+    ArgoCd::admin(&args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn argo_cds_own_lua_reports_the_expected_health_on_every_fixture() {
+    for (kind, _) in KINDS {
+        for case in health_table(kind).tests {
+            let object = load_yaml(&fixtures_dir(kind).join(&case.input_path));
+            let output = argocd_overrides("health", &object, &[]);
+            let field = |name: &str| {
+                output
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(str::to_string)
+            };
+            let reported = Health {
+                status: field("STATUS: ")
+                    .unwrap_or_else(|| panic!("{kind}/{}: {output}", case.input_path)),
+                message: field("MESSAGE: ").filter(|message| !message.is_empty()),
+            };
+            assert_eq!(
+                reported, case.health_status,
+                "{kind}/{}: Argo CD said\n{output}",
+                case.input_path
+            );
+        }
+    }
+}
+
+#[test]
+fn argo_cds_own_lua_offers_rotate_enabled_on_every_fixture() {
+    for (kind, file, object) in all_fixtures() {
+        let output = argocd_overrides("list-actions", &object, &[]);
+        let actions: Vec<Vec<&str>> = output
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            actions,
+            vec![vec!["rotate", "false"]],
+            "{kind}/{file}: Argo CD said\n{output}"
+        );
+    }
+}
+
+#[test]
+fn argo_cds_own_lua_rotate_changes_only_the_rotate_request_on_every_fixture() {
+    let timestamp = regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ(-\d+)?$").expect("regex");
+    for (kind, file, object) in all_fixtures() {
+        // Argo CD prints `diff live new` of the object the action returned.
+        let output = argocd_overrides("run-action", &object, &["rotate"]);
+        assert!(
+            output.starts_with("Following fields have been changed"),
+            "{kind}/{file}: {output}"
+        );
+        let removed: Vec<&str> = output
+            .lines()
+            .filter(|line| line.starts_with('<'))
+            .collect();
+        assert!(
+            removed.is_empty(),
+            "{kind}/{file}: the action removed {removed:?}"
+        );
+        let added: Vec<&str> = output
+            .lines()
+            .filter_map(|line| line.strip_prefix("> "))
+            .map(str::trim)
+            .filter(|line| *line != "annotations:")
+            .collect();
+        let [request] = added.as_slice() else {
+            panic!("{kind}/{file}: the action changed more than the request: {added:?}");
+        };
+        let value = request
+            .strip_prefix("keymint.dev/rotate-request: ")
+            .unwrap_or_else(|| panic!("{kind}/{file}: {request}"))
+            .trim_matches(|c| c == '"' || c == '\'');
+        assert!(timestamp.is_match(value), "{kind}/{file}: {value}");
+    }
 }

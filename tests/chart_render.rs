@@ -109,6 +109,11 @@ fn crd_templates_render_the_generated_crds() {
             "{name}: crds.keep defaults to true"
         );
         assert_eq!(
+            crd["metadata"]["annotations"]["argocd.argoproj.io/sync-options"],
+            "Prune=false,Delete=false",
+            "{name}: kept when an Argo CD Application is deleted too"
+        );
+        assert_eq!(
             crd["metadata"]["labels"]["app.kubernetes.io/managed-by"],
             "Helm"
         );

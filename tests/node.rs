@@ -34,6 +34,11 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 #[path = "node_suite/holders.rs"]
 mod holders;
 
+/// Real Argo CD syncing the chart and the examples (issue #13): in this
+/// binary because the Helm Application runs the operator on the node.
+#[path = "node_suite/argocd.rs"]
+mod argocd;
+
 const RELEASE: &str = "keymint";
 const NAMESPACE: &str = "keymint-system";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -97,6 +102,8 @@ async fn admin() -> kube::Client {
 
 /// The release as the README installs it, rolled out; an admin client.
 async fn installed() -> kube::Client {
+    // The Argo CD tests leave the installation to Argo CD; take it back.
+    argocd::hand_back().await;
     let node = node_with_image();
     let helm = helm();
     let kubeconfig = node.control_plane().kubeconfig_path();

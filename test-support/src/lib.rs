@@ -16,10 +16,13 @@
 //! - [`node`]: the real node, the operator image on it, the README's Helm
 //!   install commands, Pods and what their processes run as;
 //! - `argocd` (feature `argocd`): Argo CD's Lua sandbox and keymint's
-//!   customizations and fixtures for it.
+//!   customizations and fixtures for it;
+//! - [`argocd_instance`]: a real Argo CD (`make argocd`) in its own network
+//!   namespace next to a control plane, and a local git repository for it.
 
 #[cfg(feature = "argocd")]
 pub mod argocd;
+pub mod argocd_instance;
 pub mod audit;
 pub mod builders;
 pub mod cluster;

@@ -26,6 +26,9 @@ pub struct AuditEvent {
     /// Where the request came from (a Pod's address on the node).
     #[serde(default, rename = "sourceIPs")]
     pub source_ips: Vec<String>,
+    /// The client's User-Agent (Argo CD's components name themselves here).
+    #[serde(default)]
+    pub user_agent: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
