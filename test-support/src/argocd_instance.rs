@@ -27,6 +27,9 @@ const APISERVER_PORT: u16 = 6443;
 const REDIS: &str = "127.0.0.1:6379";
 const REPO_SERVER: &str = "127.0.0.1:8081";
 const SERVER: &str = "127.0.0.1:8080";
+/// How often Argo CD compares each Application with git and the cluster
+/// (3 minutes by default): short, so a sync loop would show within a test.
+const RECONCILIATION: &str = "10s";
 /// Start-up on 2 cores, next to a node.
 const START_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -89,8 +92,10 @@ impl ArgoCd {
             return Err(format!("{} not found: run `make argocd`", binary.display()));
         }
         let _ = fs::remove_dir_all(dir);
-        fs::create_dir_all(dir.join("home"))
-            .map_err(|e| format!("create {}: {e}", dir.display()))?;
+        for sub in ["home", "config/gpg/source", "config/ssh", "config/tls"] {
+            fs::create_dir_all(dir.join(sub))
+                .map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
         let mut argocd = ArgoCd {
             dir: dir.to_path_buf(),
             netns: PathBuf::new(),
@@ -163,7 +168,7 @@ metadata:
   labels:
     app.kubernetes.io/part-of: argocd
 data:
-  timeout.reconciliation: 10s
+  timeout.reconciliation: {RECONCILIATION}
   resource.customizations.health.argoproj.io_Application: |
 {health}
 ---
@@ -241,9 +246,28 @@ stringData:
         ));
         let child = spawn_tied_to_process(anchor, &self.log("netns"))
             .map_err(|e| format!("start Argo CD's network namespace: {e}"))?;
-        self.netns = PathBuf::from(format!("/proc/{}/ns/net", child.id()));
+        let pid = child.id();
+        self.netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
         self.processes.push(("netns", child));
-        Ok(())
+        // Until the anchor runs socat, /proc/<pid>/ns/net may still be ours:
+        // nothing may join it before.
+        let deadline = Instant::now() + START_DEADLINE;
+        let ours =
+            fs::read_link("/proc/self/ns/net").map_err(|e| format!("read our netns: {e}"))?;
+        loop {
+            let theirs = fs::read_link(&self.netns).ok();
+            let program = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if theirs.is_some_and(|theirs| theirs != ours) && program.starts_with(b"socat") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "Argo CD's network namespace never came up:\n{}",
+                    self.tail("netns")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The kubeconfig the components use inside the namespace: the forwarder's
@@ -292,13 +316,23 @@ stringData:
             .env("HOME", self.dir.join("home"))
             .env("KUBECONFIG", self.kubeconfig())
             .env("ARGOCD_FAKE_IN_CLUSTER", "true")
-            .env("TMPDIR", self.dir.join("home"));
+            .env("TMPDIR", self.dir.join("home"))
+            // The paths the container image has under /app/config, here.
+            .env("ARGOCD_GPG_ENABLED", "false")
+            .env("ARGOCD_GNUPGHOME", self.dir.join("config/gpg/source"))
+            .env("ARGOCD_SSH_DATA_PATH", self.dir.join("config/ssh"))
+            .env("ARGOCD_TLS_DATA_PATH", self.dir.join("config/tls"));
         command
     }
 
     fn component(&self, name: &'static str, args: &[&str]) -> Command {
         let mut command = self.inside(&bin_dir().join("argocd"));
-        command.env("ARGOCD_BINARY_NAME", name).args(args);
+        // Argo CD's install manifests pass argocd-cm's `timeout.reconciliation`
+        // to the components as this variable.
+        command
+            .env("ARGOCD_BINARY_NAME", name)
+            .env("ARGOCD_RECONCILIATION_TIMEOUT", RECONCILIATION)
+            .args(args);
         command
     }
 
