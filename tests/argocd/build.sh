@@ -30,12 +30,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cd "$here"
+go mod download github.com/argoproj/argo-cd/v3
+module_dir=$(go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)
+version=$(cat "$module_dir/VERSION")
 start=$SECONDS
-say "building argocd (about 5 minutes cold on 2 cores)..."
-go build -trimpath -ldflags "-s -w" -o "$out/argocd" github.com/argoproj/argo-cd/v3/cmd
+say "building argocd $version (5 to 10 minutes cold on 2 cores)..."
+go build -trimpath -ldflags "-s -w -X github.com/argoproj/argo-cd/v3/common.version=$version" \
+  -o "$out/argocd" github.com/argoproj/argo-cd/v3/cmd
 say "built $out/argocd in $((SECONDS - start))s"
 
-module_dir=$(go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)
 rm -rf "$out/argocd-hack" "$out/argocd-crds"
 mkdir -p "$out/argocd-hack" "$out/argocd-crds"
 install -m 0755 "$module_dir/hack/git-verify-wrapper.sh" "$module_dir/hack/gpg-wrapper.sh" "$out/argocd-hack/"

@@ -63,6 +63,14 @@ struct Stage {
 static STAGE: Mutex<Option<Stage>> = Mutex::new(None);
 static STAGE_FAILED: AtomicBool = AtomicBool::new(false);
 
+/// The stage, also after a test panicked while holding it (its state is
+/// what Argo CD and the cluster say, not what the panic interrupted).
+fn staged() -> std::sync::MutexGuard<'static, Option<Stage>> {
+    STAGE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn dir() -> PathBuf {
     scratch().join("argocd")
 }
@@ -274,7 +282,7 @@ async fn empty_cluster(client: &kube::Client) {
 /// is Healthy with the operator Pod on the node before `keymint-examples`
 /// (wave 1) starts, and that one's first sync succeeds.
 async fn stage(client: &kube::Client) {
-    if STAGE.lock().expect("stage").is_some() {
+    if staged().is_some() {
         return;
     }
     // A stage that failed once fails the other tests at once, not again
@@ -357,7 +365,7 @@ async fn stage(client: &kube::Client) {
         operator_ready <= first_key,
         "the operator Ready at {operator_ready} before the first key at {first_key}"
     );
-    *STAGE.lock().expect("stage") = Some(Stage {
+    *staged() = Some(Stage {
         argocd,
         git,
         audit_start,
@@ -378,7 +386,7 @@ fn with_stage<T>(f: impl FnOnce(&Stage) -> T) -> T {
 /// Argo CD stopped, the kept CRDs marked for Helm to adopt, the release
 /// installed again the README's way. A no-op when Argo CD is not staged.
 pub(super) async fn hand_back() {
-    let Some(stage) = STAGE.lock().expect("stage").take() else {
+    let Some(stage) = staged().take() else {
         return;
     };
     let client = admin().await;
@@ -410,9 +418,21 @@ async fn delete_applications(argocd: &ArgoCd, client: &kube::Client) {
             "--wait",
         ])
         .expect("delete the parent Application");
-    for app in [EXAMPLES_APP, KEYMINT_APP] {
+    // The keys before the operator (which the keymint Application holds),
+    // and whatever a failed test left.
+    let mut left: Vec<String> = applications(client)
+        .list(&ListParams::default())
+        .await
+        .expect("list Applications")
+        .items
+        .iter()
+        .map(|app| app.name_any())
+        .filter(|name| name != PARENT)
+        .collect();
+    left.sort_by_key(|name| name == KEYMINT_APP);
+    for app in left {
         argocd
-            .cli(&["app", "delete", app, "--cascade", "--yes", "--wait"])
+            .cli(&["app", "delete", &app, "--cascade", "--yes", "--wait"])
             .unwrap_or_else(|e| panic!("delete {app}: {e}"));
     }
     eventually("the Applications to be gone", ARGO_WAIT, || async {
@@ -459,6 +479,21 @@ async fn argo_cd_installs_keymint_then_the_keys_from_an_empty_cluster_in_one_syn
         keymint_test_support::wait_ready(&keys, name).await;
     }
     keymint_test_support::wait_ready(&Api::<RootKey>::all(client.clone()), "platform-root").await;
+}
+
+/// A sync with prune through argocd-server, once the automated sync Argo CD
+/// may be running (after a push) has finished.
+async fn sync_with_prune(client: &kube::Client, app: &str) {
+    eventually(&format!("a pruning sync of {app}"), ARGO_WAIT, || async {
+        wait_synced_healthy(client, app, "").await;
+        with_stage(|stage| {
+            stage
+                .argocd
+                .cli(&["app", "sync", app, "--prune", "--timeout", "120"])
+        })
+        .map(|_| ())
+    })
+    .await;
 }
 
 /// The health Argo CD reports for one resource of an Application.
@@ -879,6 +914,15 @@ spec:
   deletionPolicy: Retain
 ---
 apiVersion: keymint.dev/v1alpha1
+kind: APIKey
+metadata:
+  name: tracked-retained
+  namespace: {DELETION_NAMESPACE}
+spec:
+  permissions: [read]
+  deletionPolicy: Retain
+---
+apiVersion: keymint.dev/v1alpha1
 kind: RootKey
 metadata:
   name: argocd-deletion-root
@@ -926,16 +970,42 @@ async fn argo_cd_never_prunes_keymint_secrets_and_deleting_an_application_keeps_
         .expect("create the Application");
     wait_synced_healthy(&client, "keymint-deletion", &revision).await;
 
-    // Prune syncs find nothing to prune: no keymint Secret is tracked, not
-    // the Retain one, not the RootKey's in the operator's namespace.
-    with_stage(|stage| {
-        for app in [EXAMPLES_APP, "keymint-deletion", KEYMINT_APP] {
-            stage
-                .argocd
-                .cli(&["app", "sync", app, "--prune", "--timeout", "120"])
-                .unwrap_or_else(|e| panic!("sync {app}: {e}"));
+    // A Retain Secret Argo CD does track (its tracking annotation set by
+    // hand), marked as docs/argocd.md says: never pruned or deleted, and
+    // the Application stays Synced.
+    let secrets = Api::<Secret>::namespaced(client.clone(), DELETION_NAMESPACE);
+    keymint_test_support::wait_ready(
+        &Api::<ApiKey>::namespaced(client.clone(), DELETION_NAMESPACE),
+        "tracked-retained",
+    )
+    .await;
+    secrets
+        .patch(
+            "tracked-retained",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "argocd.argoproj.io/tracking-id": format!("keymint-deletion:/Secret:{DELETION_NAMESPACE}/tracked-retained"),
+                "argocd.argoproj.io/compare-options": "IgnoreExtraneous",
+                "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
+            }}})),
+        )
+        .await
+        .expect("mark the tracked Secret");
+    refresh(&client, "keymint-deletion").await;
+    eventually("Argo CD to track the Secret", ARGO_WAIT, || async {
+        let app = application(&client, "keymint-deletion").await?;
+        match resource_entry(&app, "Secret", "tracked-retained") {
+            Some(_) if sync_status(&app) == "Synced" => Ok(()),
+            entry => Err(format!("{} with {entry:?}", sync_status(&app))),
         }
-    });
+    })
+    .await;
+
+    // Prune syncs delete no Secret: the others are not tracked, not the
+    // Retain one, not the RootKey's in the operator's namespace.
+    for app in [EXAMPLES_APP, "keymint-deletion", KEYMINT_APP] {
+        sync_with_prune(&client, app).await;
+    }
     let audit_start = with_stage(|stage| stage.audit_start);
     let deleted = argocd_writes_since(audit_start, "secrets")
         .into_iter()
@@ -946,7 +1016,14 @@ async fn argo_cd_never_prunes_keymint_secrets_and_deleting_an_application_keeps_
         "Argo CD deleted Secrets: {:?}",
         describe(&deleted)
     );
-    let secrets = Api::<Secret>::namespaced(client.clone(), DELETION_NAMESPACE);
+    let tracked = secrets
+        .get("tracked-retained")
+        .await
+        .expect("the tracked Retain Secret stays through prune syncs");
+    assert_eq!(
+        sync_status(&application(&client, "keymint-deletion").await.expect("app")),
+        "Synced"
+    );
     let retained = secrets
         .get("outlives-its-key")
         .await
@@ -997,6 +1074,11 @@ async fn argo_cd_never_prunes_keymint_secrets_and_deleting_an_application_keeps_
         },
     )
     .await;
+    let kept_tracked = secrets
+        .get("tracked-retained")
+        .await
+        .expect("the tracked Retain Secret is kept (Delete=false)");
+    assert_eq!(kept_tracked.data, tracked.data, "its key unchanged");
     let kept = secrets
         .get("outlives-its-key")
         .await
