@@ -30,6 +30,8 @@ const SERVER: &str = "127.0.0.1:8080";
 /// How often Argo CD compares each Application with git and the cluster
 /// (3 minutes by default): short, so a sync loop would show within a test.
 const RECONCILIATION: &str = "10s";
+/// The longest an `argocd` CLI call may take (a sync waits up to 120 s).
+const CLI_LIMIT: Duration = Duration::from_secs(200);
 /// Start-up on 2 cores, next to a node.
 const START_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -300,7 +302,23 @@ stringData:
 
     /// A command run inside Argo CD's network namespace with its environment.
     fn inside(&self, program: &Path) -> Command {
-        let mut command = Command::new("nsenter");
+        self.inside_within(program, None)
+    }
+
+    /// [`ArgoCd::inside`], killed after `limit` when given (a CLI call that
+    /// hangs must fail the test, not stall it).
+    fn inside_within(&self, program: &Path, limit: Option<Duration>) -> Command {
+        let mut command = match limit {
+            Some(limit) => {
+                let mut timeout = Command::new("timeout");
+                timeout
+                    .arg("--kill-after=10")
+                    .arg(limit.as_secs().to_string())
+                    .arg("nsenter");
+                timeout
+            }
+            None => Command::new("nsenter"),
+        };
         command
             .arg(format!("--net={}", self.netns.display()))
             .arg("--")
@@ -464,7 +482,7 @@ stringData:
     }
 
     fn cli_command(&self, args: &[&str]) -> Command {
-        let mut command = self.inside(&bin_dir().join("argocd"));
+        let mut command = self.inside_within(&bin_dir().join("argocd"), Some(CLI_LIMIT));
         command
             .arg("--config")
             .arg(self.dir.join("home/cli-config"))
