@@ -463,6 +463,31 @@ stringData:
         }
     }
 
+    /// Checks that every Argo CD process (redis and the components, not the
+    /// outside forwarder) runs in the instance's network namespace, not the
+    /// host's: whatever they listen on is reachable only from inside it.
+    pub fn confined(&self) -> Result<(), String> {
+        let host = fs::read_link("/proc/self/ns/net").map_err(|e| format!("our netns: {e}"))?;
+        let theirs =
+            fs::read_link(&self.netns).map_err(|e| format!("the instance's netns: {e}"))?;
+        if theirs == host {
+            return Err("the instance's network namespace is the host's".into());
+        }
+        for (name, child) in &self.processes {
+            if *name == "forwarder" {
+                continue;
+            }
+            let net = fs::read_link(format!("/proc/{}/ns/net", child.id()))
+                .map_err(|e| format!("{name}'s netns: {e}"))?;
+            if net != theirs {
+                return Err(format!(
+                    "{name} runs in {net:?}, not the instance's {theirs:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A component that has exited, if any.
     pub fn exited(&mut self) -> Option<(&'static str, std::process::ExitStatus)> {
         self.processes.iter_mut().find_map(|(name, child)| {

@@ -289,6 +289,9 @@ async fn stage(client: &kube::Client) {
     let audit_start = super::audit_mark();
     let argocd = ArgoCd::start(node().control_plane(), &dir().join("instance"))
         .unwrap_or_else(|e| panic!("start Argo CD: {e}"));
+    argocd
+        .confined()
+        .unwrap_or_else(|e| panic!("Argo CD listens only in its own network namespace: {e}"));
     let started = Instant::now();
     applications(client)
         .create(&PostParams::default(), &parent(&git))
