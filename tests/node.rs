@@ -315,7 +315,7 @@ fn operator_writes_since(mark: usize) -> Vec<AuditEvent> {
         .into_iter()
         .skip(mark)
         .filter(|event| event.user.username == OPERATOR)
-        .filter(|event| ["create", "update", "patch", "delete"].contains(&event.verb.as_str()))
+        .filter(keymint_test_support::is_write)
         .filter(|event| {
             event
                 .object_ref

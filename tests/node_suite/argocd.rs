@@ -186,7 +186,7 @@ fn argocd_writes_since(mark: usize, resource: &str) -> Vec<AuditEvent> {
         .skip(mark)
         .filter(|event| event.user_agent.starts_with(ARGOCD_AGENT))
         .filter(|event| !event.request_uri.contains("dryRun="))
-        .filter(|event| ["create", "update", "patch", "delete"].contains(&event.verb.as_str()))
+        .filter(keymint_test_support::is_write)
         .filter(|event| {
             event
                 .object_ref
