@@ -111,6 +111,21 @@ struct RunArgs {
         value_parser = clap::value_parser!(u16).range(1..=1000)
     )]
     max_rollouts_per_namespace: u16,
+    /// Keys whose renewal falls at the same time rotate at points spread over up to this long before it (Go-style duration; at most half of a key's renewBefore; keys with a validFor only).
+    #[arg(long, env = "KEYMINT_ROTATION_SPREAD", default_value = "10m", value_parser = parse_spread)]
+    rotation_spread: Duration,
+    /// Scheduled rotations started per second, at most; a key whose renewal time has come rotates regardless.
+    #[arg(
+        long,
+        env = "KEYMINT_MAX_ROTATIONS_PER_SECOND",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    max_rotations_per_second: u32,
+}
+
+fn parse_spread(text: &str) -> Result<Duration, String> {
+    keymint::keys::parse_duration(text).map_err(|error| error.to_string())
 }
 
 #[derive(clap::Args)]
@@ -271,6 +286,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         operator_namespace: args.operator_namespace.clone(),
         root_key_namespaces,
         max_rollouts_per_namespace: usize::from(args.max_rollouts_per_namespace),
+        rotation_spread: args.rotation_spread,
+        max_rotations_per_second: args.max_rotations_per_second,
     };
     let scope = if args.watch_namespaces.is_empty() {
         Scope::AllNamespaces

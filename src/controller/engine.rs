@@ -8,12 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::events::EventType;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -309,6 +309,7 @@ async fn issue<K: KeyResource>(
             .map(|mark| rotate_request_record(mark)),
         issued_before: status.and_then(|s| s.id.as_ref()).is_some(),
         previous_released: false,
+        rotation_spread: ctx.settings.rotation_spread,
     };
     // The holders of the key: the previous key may go once they all run the
     // current one.
@@ -343,6 +344,13 @@ async fn issue<K: KeyResource>(
         }
     };
 
+    if plan.change == Change::Rotate(RotateReason::Scheduled)
+        && !rotation_may_start(ctx, &prepared.observed, &wanted, now)
+    {
+        // Over the rotation rate and still ahead of its renewal time: the
+        // key waits its turn (the minted token is dropped unused).
+        return Ok(Action::requeue(ROTATION_RATE_WAIT));
+    }
     let existing = prepared.existing.as_ref().map(|held| &held.0);
     let texts = secret::key_texts(
         existing,
@@ -444,7 +452,7 @@ async fn issue<K: KeyResource>(
             previous_key_sha256,
             revoked_keys: revoked_keys(status, &plan.change, &prepared.observed, now),
             record: &plan.record,
-            renewal_time: plan::rotation_time(&plan.record, &wanted.policy),
+            renewal_time: plan::planned_rotation(&plan.record, &wanted),
             secret_name: target.secret_name,
             // Only a cluster-scoped resource says where its Secret is.
             secret_namespace: resource.meta().namespace.is_none().then_some(namespace),
@@ -487,6 +495,20 @@ async fn issue<K: KeyResource>(
         }
     }
     Ok(action)
+}
+
+/// How long a scheduled rotation over the rotation rate waits to try again.
+const ROTATION_RATE_WAIT: Duration = Duration::from_secs(1);
+
+/// A scheduled rotation goes ahead within the configured rate, and always
+/// once its renewal time has come: the rate spreads rotations, it never
+/// makes one late.
+fn rotation_may_start(ctx: &Context, observed: &Observed, wanted: &Wanted, now: Timestamp) -> bool {
+    let deadline = match observed {
+        Observed::Present { record, .. } => plan::rotation_time(record, &wanted.policy),
+        _ => None,
+    };
+    ctx.pacing.take_rotation() || deadline.is_none_or(|deadline| deadline <= now)
 }
 
 enum WriteError {
@@ -998,14 +1020,12 @@ pub(crate) async fn publish_to(
         ctx.metrics.event_suppressed(kind);
         return;
     }
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(bounded(note, MAX_EVENT_NOTE_BYTES)),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, reference).await {
+    let note = bounded(note, MAX_EVENT_NOTE_BYTES);
+    if let Err(error) = ctx
+        .events
+        .publish(reference, type_, reason, &note, action)
+        .await
+    {
         warn!(%error, reason, "cannot publish event");
     }
 }
@@ -1120,6 +1140,8 @@ mod tests {
             operator_namespace: "keymint-system".into(),
             root_key_namespaces: vec!["keymint-system".into()],
             max_rollouts_per_namespace: 4,
+            rotation_spread: std::time::Duration::ZERO,
+            max_rotations_per_second: 50,
         };
         (
             Arc::new(Context::new(

@@ -28,8 +28,9 @@ pub struct ErrorLabels {
 
 const KINDS: [&str; 3] = ["RootKey", "ServiceAccountKey", "APIKey"];
 
-/// Issued keys: resource identity -> expiry (None: never expires), per kind.
-type KeyBook = HashMap<String, (String, Option<Timestamp>)>;
+/// Issued keys: resource identity -> its kind (an index into [`KINDS`]) and
+/// expiry (None: never expires).
+type KeyBook = HashMap<String, (usize, Option<Timestamp>)>;
 
 pub struct Metrics {
     registry: Registry,
@@ -234,39 +235,69 @@ impl Metrics {
 
     /// A resource's key is issued with this expiry.
     pub fn key_observed(&self, kind: &str, owner: &str, expires_at: Option<Timestamp>) {
-        self.update_book(|book| {
-            book.insert(owner.to_string(), (kind.to_string(), expires_at));
-        });
+        let Some(kind) = KINDS.iter().position(|k| *k == kind) else {
+            return;
+        };
+        let mut book = self.lock_book();
+        let before = book.insert(owner.to_string(), (kind, expires_at));
+        // Counted as it changes: a pass over every key per reconcile would
+        // cost O(keys) each, O(keys²) to mint them all.
+        if before.map(|(k, _)| k) != Some(kind) {
+            self.count(kind, 1);
+            if let Some((previous, _)) = before {
+                self.count(previous, -1);
+            }
+        }
     }
 
     /// A resource has no usable key (blocked, revoked).
     pub fn key_blocked(&self, _kind: &str, owner: &str) {
-        self.update_book(|book| {
-            book.remove(owner);
-        });
+        if let Some((kind, _)) = self.lock_book().remove(owner) {
+            self.count(kind, -1);
+        }
     }
 
     /// Keeps only the resources `keep` accepts (the others are gone).
     pub fn retain_keys(&self, keep: impl Fn(&str) -> bool) {
-        self.update_book(|book| book.retain(|owner, _| keep(owner)));
+        let mut book = self.lock_book();
+        book.retain(|owner, _| keep(owner));
+        let mut counts = [0i64; KINDS.len()];
+        for (kind, _) in book.values() {
+            counts[*kind] += 1;
+        }
+        for (kind, count) in KINDS.iter().zip(counts) {
+            self.keys
+                .get_or_create(&KindLabel {
+                    kind: (*kind).into(),
+                })
+                .set(count);
+        }
     }
 
-    fn update_book(&self, change: impl FnOnce(&mut KeyBook)) {
-        let mut book = self
-            .book
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        change(&mut book);
-        let mut counts: HashMap<&str, i64> = HashMap::new();
-        for (kind, _) in book.values() {
-            *counts.entry(kind.as_str()).or_default() += 1;
-        }
-        for kind in KINDS {
+    fn count(&self, kind: usize, change: i64) {
+        if let Some(kind) = KINDS.get(kind) {
             self.keys
-                .get_or_create(&KindLabel { kind: kind.into() })
-                .set(counts.get(kind).copied().unwrap_or(0));
+                .get_or_create(&KindLabel {
+                    kind: (*kind).into(),
+                })
+                .inc_by(change);
         }
-        let earliest = book.values().filter_map(|(_, expiry)| *expiry).min();
+    }
+
+    fn lock_book(&self) -> std::sync::MutexGuard<'_, KeyBook> {
+        self.book
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The earliest expiry, computed when the metrics are read (a scrape),
+    /// not on every reconcile.
+    fn update_earliest_expiry(&self) {
+        let earliest = self
+            .lock_book()
+            .values()
+            .filter_map(|(_, expiry)| *expiry)
+            .min();
         let seconds = earliest
             .map(|t| t.duration_since(Timestamp::now()).as_secs_f64())
             .unwrap_or(f64::INFINITY);
@@ -275,6 +306,7 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        self.update_earliest_expiry();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)

@@ -2,6 +2,7 @@
 //! [`KeyResource`] trait that RootKey, ServiceAccountKey and APIKey implement.
 
 pub mod engine;
+pub mod events;
 pub mod holders;
 pub mod kinds;
 pub mod lenient;
@@ -18,7 +19,6 @@ pub mod status;
 use std::sync::Arc;
 
 use kube::api::ObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
 
 pub use kinds::KeyResource;
 pub use metrics::Metrics;
@@ -38,20 +38,24 @@ pub struct Settings {
     pub root_key_namespaces: Vec<String>,
     /// Most consumer workloads of one namespace keymint has rolling out at once.
     pub max_rollouts_per_namespace: usize,
+    /// Scheduled rotations are spread over up to this long before renewal.
+    pub rotation_spread: std::time::Duration,
+    /// Scheduled rotations started per second, at most (until renewal time).
+    pub max_rotations_per_second: u32,
 }
 
 /// Shared state of all reconcilers.
 pub struct Context {
     pub client: kube::Client,
-    pub recorder: Recorder,
+    pub events: events::Publisher,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     /// Signs and verifies the records keymint keeps in Secrets.
     pub signing_key: SigningKey,
     pub pacing: Pacing,
-    /// The resourceVersion of each Secret as keymint last wrote it, so the
-    /// watch echo of its own write does not trigger another reconcile.
-    own_writes: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// What keymint last wrote, so the watch echo of its own write does not
+    /// trigger another reconcile.
+    echoes: Echoes,
     /// The consumer workloads' caches, set once the controllers start.
     pub holders: std::sync::OnceLock<Arc<holders::Holders>>,
 }
@@ -63,45 +67,83 @@ impl Context {
         settings: Settings,
         signing_key: SigningKey,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "keymint".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let pacing = Pacing::new(settings.max_rotations_per_second);
+        let events =
+            events::Publisher::new(client.clone(), "keymint", std::env::var("POD_NAME").ok());
         Context {
             client,
-            recorder,
+            events,
             metrics,
             settings,
             signing_key,
-            pacing: Pacing::default(),
-            own_writes: Default::default(),
+            pacing,
+            echoes: Default::default(),
             holders: Default::default(),
         }
     }
 
-    fn secret_key(secret: &ObjectMeta) -> String {
-        format!(
-            "{}/{}",
-            secret.namespace.as_deref().unwrap_or_default(),
-            secret.name.as_deref().unwrap_or_default()
-        )
-    }
-
     /// Remembers the version of a Secret keymint just wrote.
     pub fn record_own_write(&self, secret: &ObjectMeta) {
-        if let Some(version) = &secret.resource_version {
-            let mut writes = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
-            writes.insert(Self::secret_key(secret), version.clone());
-        }
+        self.echoes.record("Secret", secret);
     }
 
     /// Whether this Secret event is the echo of keymint's own last write (any
     /// later change by someone else has another resourceVersion).
     pub fn is_own_write(&self, secret: &ObjectMeta) -> bool {
-        let writes = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
-        secret.resource_version.is_some()
-            && writes.get(&Self::secret_key(secret)) == secret.resource_version.as_ref()
+        self.echoes.is_echo("Secret", secret)
+    }
+
+    /// Remembers the version of a key resource after keymint's status write.
+    pub fn record_own_status(&self, kind: &str, resource: &ObjectMeta) {
+        self.echoes.record(kind, resource);
+    }
+
+    /// Whether this key resource event is the echo of keymint's own status
+    /// write: the reconcile that wrote it already acted on that version.
+    pub fn is_own_status(&self, kind: &str, resource: &ObjectMeta) -> bool {
+        self.echoes.is_echo(kind, resource)
+    }
+}
+
+/// The resourceVersion each object had after keymint's last write to it, by
+/// a hash of its kind, namespace and name (16 bytes an object). A
+/// resourceVersion names one write in the whole cluster, so a hash collision
+/// can only make an echo look new (one extra reconcile), never the reverse.
+#[derive(Default)]
+struct Echoes(std::sync::Mutex<std::collections::HashMap<u64, u64>>);
+
+impl Echoes {
+    fn object_key(kind: &str, object: &ObjectMeta) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        // A fixed hasher: the map lives as long as the process.
+        let mut hasher =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .build_hasher();
+        hasher.write(kind.as_bytes());
+        hasher.write_u8(0);
+        hasher.write(object.namespace.as_deref().unwrap_or_default().as_bytes());
+        hasher.write_u8(0);
+        hasher.write(object.name.as_deref().unwrap_or_default().as_bytes());
+        hasher.finish()
+    }
+
+    fn version(object: &ObjectMeta) -> Option<u64> {
+        object.resource_version.as_deref()?.parse().ok()
+    }
+
+    fn record(&self, kind: &str, object: &ObjectMeta) {
+        if let Some(version) = Self::version(object) {
+            let mut echoes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            echoes.insert(Self::object_key(kind, object), version);
+        }
+    }
+
+    fn is_echo(&self, kind: &str, object: &ObjectMeta) -> bool {
+        let Some(version) = Self::version(object) else {
+            return false;
+        };
+        let echoes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        echoes.get(&Self::object_key(kind, object)) == Some(&version)
     }
 }
 

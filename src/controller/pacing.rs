@@ -11,9 +11,14 @@ use std::time::{Duration, Instant};
 /// First retry after a failure; it doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// Reconciles of one namespace in flight at once (of the controller's 32):
-/// the rest of the slots stay free for other namespaces.
+/// Reconciles of one namespace in flight at once that are always granted
+/// (of the controllers' 32 each)...
 pub const IN_FLIGHT_PER_NAMESPACE: usize = 8;
+/// ...and the total in flight up to which a namespace may go past that share:
+/// a lone busy namespace uses most of the slots (the API server is the limit,
+/// not an idle share), while the last [`IN_FLIGHT_PER_NAMESPACE`] slots stay
+/// for namespaces within their share, so a flood never holds up another tenant.
+pub const IN_FLIGHT_SHARED: usize = 24;
 /// Events with one reason for one resource: a burst of this many...
 pub const EVENT_BURST: u32 = 5;
 /// ...then one more per this interval.
@@ -70,12 +75,56 @@ impl Bucket {
     }
 }
 
+/// How often at most the Event budgets are swept of full buckets.
+const EVENT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
 #[derive(Default)]
 pub struct Pacing {
     failures: Mutex<HashMap<String, u32>>,
     in_flight: Arc<Mutex<HashMap<String, usize>>>,
     claimed: Arc<Mutex<HashSet<String>>>,
-    events: Mutex<HashMap<(String, String), Bucket>>,
+    events: Mutex<EventBudgets>,
+    rotations: Mutex<Option<Rate>>,
+}
+
+/// A rate with a burst of one second's worth: `per_second` tokens, refilled
+/// continuously.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_second: f64,
+    tokens: f64,
+    since: Instant,
+}
+
+impl Rate {
+    fn new(per_second: u32, now: Instant) -> Self {
+        let per_second = f64::from(per_second.max(1));
+        Rate {
+            per_second,
+            tokens: per_second,
+            since: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.since).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        self.since = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// Event budgets per (object, reason), and when full ones were last swept:
+/// sweeping on every publish past a size would cost a pass over the map per
+/// Event while many keys are new.
+#[derive(Default)]
+struct EventBudgets {
+    buckets: HashMap<(String, String), Bucket>,
+    swept: Option<Instant>,
 }
 
 /// Held while a reconcile of a namespace runs.
@@ -109,6 +158,26 @@ impl Drop for SecretClaim {
 }
 
 impl Pacing {
+    /// Pacing with scheduled rotations bounded to `max_rotations_per_second`.
+    pub fn new(max_rotations_per_second: u32) -> Self {
+        Pacing {
+            rotations: Mutex::new(Some(Rate::new(max_rotations_per_second, Instant::now()))),
+            ..Default::default()
+        }
+    }
+
+    /// Whether one more scheduled rotation may start now (always, without a
+    /// configured rate).
+    pub fn take_rotation(&self) -> bool {
+        self.take_rotation_at(Instant::now())
+    }
+
+    fn take_rotation_at(&self, now: Instant) -> bool {
+        lock(&self.rotations)
+            .as_mut()
+            .is_none_or(|rate| rate.take(now))
+    }
+
     /// Records a failure of `object` and returns how long to wait.
     pub fn failed(&self, object: &str) -> Duration {
         let mut failures = lock(&self.failures);
@@ -125,14 +194,17 @@ impl Pacing {
     /// Forgets the failures of resources `keep` no longer names (deleted).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         lock(&self.failures).retain(|object, _| keep(object));
-        lock(&self.events).retain(|(object, _), _| keep(object));
+        lock(&self.events)
+            .buckets
+            .retain(|(object, _), _| keep(object));
     }
 
     /// A slot for a reconcile in `namespace`, unless it has its share in flight.
     pub fn enter(&self, namespace: &str) -> Option<InFlight> {
         let mut in_flight = lock(&self.in_flight);
+        let total: usize = in_flight.values().sum();
         let count = in_flight.entry(namespace.to_string()).or_insert(0);
-        if *count >= IN_FLIGHT_PER_NAMESPACE {
+        if *count >= IN_FLIGHT_PER_NAMESPACE && total >= IN_FLIGHT_SHARED {
             return None;
         }
         *count += 1;
@@ -164,13 +236,18 @@ impl Pacing {
     fn may_publish_at(&self, object: &str, reason: &str, now: Instant) -> bool {
         let mut events = lock(&self.events);
         // Full buckets carry no information: forget them when the map grows.
-        if events.len() > 10_000 {
-            events.retain(|_, bucket| {
+        let sweep_due = events
+            .swept
+            .is_none_or(|swept| now.saturating_duration_since(swept) >= EVENT_SWEEP_INTERVAL);
+        if events.buckets.len() > 10_000 && sweep_due {
+            events.buckets.retain(|_, bucket| {
                 bucket.refill(now);
                 bucket.tokens < EVENT_BURST
             });
+            events.swept = Some(now);
         }
         events
+            .buckets
             .entry((object.to_string(), reason.to_string()))
             .or_insert_with(|| Bucket::full(now))
             .take(now)
@@ -201,23 +278,52 @@ mod tests {
             "a was forgotten"
         );
         assert_eq!(pacing.failed("b"), Duration::from_secs(10), "b was kept");
-        assert!(lock(&pacing.events).is_empty());
+        assert!(lock(&pacing.events).buckets.is_empty());
     }
 
     #[test]
     fn a_namespace_gets_a_bounded_share_and_its_slots_come_back() {
         let pacing = Pacing::default();
-        let held: Vec<_> = (0..IN_FLIGHT_PER_NAMESPACE)
+        // Alone, a namespace goes past its share up to the shared limit...
+        let held: Vec<_> = (0..IN_FLIGHT_SHARED)
             .map(|_| pacing.enter("a").expect("slot"))
             .collect();
-        assert!(pacing.enter("a").is_none());
+        assert!(pacing.enter("a").is_none(), "no more than the shared limit");
+        // ...and the slots above it are for namespaces within their share.
+        let others: Vec<_> = (0..IN_FLIGHT_PER_NAMESPACE)
+            .map(|_| pacing.enter("b").expect("other namespaces are not held up"))
+            .collect();
         assert!(
-            pacing.enter("b").is_some(),
-            "other namespaces are not held up"
+            pacing.enter("b").is_none(),
+            "b is at its share and the shared slots are taken"
+        );
+        assert!(
+            pacing.enter("c").is_some(),
+            "a third namespace still gets its share"
         );
         drop(held);
         assert!(pacing.enter("a").is_some());
+        drop(others);
         assert!(lock(&pacing.in_flight).get("a").is_none_or(|n| *n == 0));
+        assert!(lock(&pacing.in_flight).get("b").is_none());
+    }
+
+    #[test]
+    fn scheduled_rotations_start_at_the_configured_rate() {
+        let pacing = Pacing::new(10);
+        let start = Instant::now();
+        let burst = (0..20).filter(|_| pacing.take_rotation_at(start)).count();
+        assert_eq!(burst, 10, "one second's worth at once");
+        // Over the next 3 s: 10 per second.
+        let later = (1..=300)
+            .filter(|tick| pacing.take_rotation_at(start + Duration::from_millis(tick * 10)))
+            .count();
+        // 30, give or take one for the float sums of 0.1 tokens.
+        assert!((29..=30).contains(&later), "{later} in 3 s");
+        assert!(
+            Pacing::default().take_rotation(),
+            "unbounded without a rate"
+        );
     }
 
     #[test]

@@ -7,13 +7,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::channel::mpsc;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Controller, Error as ControllerError};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
@@ -50,6 +51,24 @@ fn managed_secrets() -> watcher::Config {
 
 fn key_resources() -> watcher::Config {
     watcher::Config::default().page_size(PAGE_SIZE)
+}
+
+/// The controller of one key kind, its cache filled by its own watch, which
+/// triggers a reconcile for every change except the echo of keymint's own
+/// status write (the reconcile that wrote it acted on that very version).
+fn key_controller<K: KeyResource>(
+    ctx: &Arc<Context>,
+    api: Api<Parsed<K>>,
+) -> Controller<Parsed<K>> {
+    let writer = reflector::store::Writer::default();
+    let reader = writer.as_reader();
+    let ctx = ctx.clone();
+    let trigger = reflector::reflector(writer, watcher::watcher(api, key_resources()))
+        .applied_objects()
+        .try_filter(move |key| {
+            futures::future::ready(!ctx.is_own_status(&K::kind(&()), key.meta()))
+        });
+    Controller::for_stream(trigger, reader)
 }
 
 /// Maps a managed Secret back to its resource, by the controller owner
@@ -147,8 +166,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
     let mut listers: Vec<OwnerLister> = Vec::new();
 
     // RootKeys are cluster-scoped; their Secrets live in the allowed namespaces.
-    let mut root_keys =
-        Controller::new(Api::<Parsed<RootKey>>::all(client.clone()), key_resources());
+    let mut root_keys = key_controller(&ctx, Api::<Parsed<RootKey>>::all(client.clone()));
     for namespace in &ctx.settings.root_key_namespaces {
         root_keys = root_keys.watches(
             namespaced_api::<MetaOnly<Secret>>(&client, Some(namespace)),
@@ -185,16 +203,13 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             daemon_sets: workloads.daemon_sets.add(&client, namespace.as_deref()),
         });
         let namespace = namespace.as_deref();
-        let api_keys = Controller::new(
-            namespaced_api::<Parsed<ApiKey>>(&client, namespace),
-            key_resources(),
-        )
-        .reconcile_on(woken_api_keys)
-        .watches(
-            namespaced_api::<MetaOnly<Secret>>(&client, namespace),
-            managed_secrets(),
-            secret_owners::<ApiKey>(&ctx),
-        );
+        let api_keys = key_controller(&ctx, namespaced_api::<Parsed<ApiKey>>(&client, namespace))
+            .reconcile_on(woken_api_keys)
+            .watches(
+                namespaced_api::<MetaOnly<Secret>>(&client, namespace),
+                managed_secrets(),
+                secret_owners::<ApiKey>(&ctx),
+            );
         let api_key_store = api_keys.store();
         api_key_stores.push(api_key_store.clone());
         let api_keys = api_keys.watches(
@@ -209,9 +224,9 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             stopped(shutdown.clone()),
         )));
 
-        let account_keys = Controller::new(
+        let account_keys = key_controller(
+            &ctx,
             namespaced_api::<Parsed<ServiceAccountKey>>(&client, namespace),
-            key_resources(),
         )
         .reconcile_on(woken_account_keys);
         let store = account_keys.store();

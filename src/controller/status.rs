@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use kube::Resource;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
@@ -244,12 +245,13 @@ pub async fn write_if_changed<K: KeyResource>(
         "kind": K::kind(&()),
         "status": new_value,
     });
-    K::api(ctx.client.clone(), resource)
+    let written = K::api(ctx.client.clone(), resource)
         .patch_status(
             &resource.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
         .await?;
+    ctx.record_own_status(&K::kind(&()), written.meta());
     Ok(())
 }

@@ -14,7 +14,7 @@ pub use duration::{
 };
 pub use schedule::{
     ExpiryError, ExpiryPolicy, Predecessor, grace_ends_at, key_expiry, recompute_expiry,
-    renewal_time, truncate_to_second,
+    renewal_time, spread_renewal, truncate_to_second,
 };
 pub use token::{
     DEFAULT_ENTROPY_BITS, MAX_ENTROPY_BITS, MIN_ENTROPY_BITS, Token, TokenError, is_valid_key_id,

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 
 use super::schedule::{
     ExpiryError, ExpiryPolicy, Predecessor, grace_ends_at, key_expiry, recompute_expiry,
-    renewal_time,
+    renewal_time, spread_renewal,
 };
 
 /// The state of the current key as recorded next to it (the Secret's
@@ -70,6 +70,9 @@ pub struct Wanted {
     /// `crate::rollout`): the previous key goes now, before its grace period
     /// ends.
     pub previous_released: bool,
+    /// Scheduled rotations are spread over up to this long before their
+    /// renewal time (see [`crate::keys::spread_renewal`]).
+    pub rotation_spread: std::time::Duration,
 }
 
 /// Why a brand-new key (with no predecessor kept) is minted.
@@ -191,7 +194,7 @@ pub fn plan<E: std::error::Error + 'static>(
                 // The expiry under the current spec decides whether the key is due:
                 // an edit can move it into the past.
                 let (change, current) = maintained(now, wanted, record);
-                if is_due(now, &current, &wanted.policy) {
+                if is_due(now, &current, wanted) {
                     (
                         Change::Rotate(RotateReason::Scheduled),
                         rotated_record(now, wanted, &current, mint)?,
@@ -202,7 +205,7 @@ pub fn plan<E: std::error::Error + 'static>(
             }
         }
     };
-    let wake_at = wake_at(&record, &wanted.policy);
+    let wake_at = wake_at(&record, wanted);
     Ok(Plan {
         change,
         record,
@@ -217,13 +220,28 @@ pub fn rotation_time(record: &KeyRecord, policy: &ExpiryPolicy) -> Option<Timest
         .map(|expires_at| renewal_time(record.created_at, expires_at, policy.renew_before))
 }
 
-fn is_due(now: Timestamp, record: &KeyRecord, policy: &ExpiryPolicy) -> bool {
-    rotation_time(record, policy).is_some_and(|due| due <= now)
+/// When the key in `record` is rotated: its renewal time, brought forward
+/// by the spread (keys renewing in the same second rotate over a window
+/// before it).
+pub fn planned_rotation(record: &KeyRecord, wanted: &Wanted) -> Option<Timestamp> {
+    rotation_time(record, &wanted.policy).map(|renewal| {
+        spread_renewal(
+            record.created_at,
+            renewal,
+            &wanted.policy,
+            wanted.rotation_spread,
+            &record.id,
+        )
+    })
 }
 
-fn wake_at(record: &KeyRecord, policy: &ExpiryPolicy) -> Option<Timestamp> {
+fn is_due(now: Timestamp, record: &KeyRecord, wanted: &Wanted) -> bool {
+    planned_rotation(record, wanted).is_some_and(|due| due <= now)
+}
+
+fn wake_at(record: &KeyRecord, wanted: &Wanted) -> Option<Timestamp> {
     let grace_end = record.previous.as_ref().map(|previous| previous.until);
-    [rotation_time(record, policy), grace_end]
+    [planned_rotation(record, wanted), grace_end]
         .into_iter()
         .flatten()
         .min()
@@ -339,6 +357,7 @@ mod tests {
             issued_before: false,
             previous_released: false,
             compromise: None,
+            rotation_spread: Duration::ZERO,
         }
     }
 
@@ -473,6 +492,31 @@ mod tests {
             plan.wake_at,
             Some(at(120)),
             "wakes first to end the grace period"
+        );
+    }
+
+    #[test]
+    fn a_spread_rotation_happens_at_its_point_before_renewal_and_wakes_for_it() {
+        let current = record(0, Some(1000));
+        let wanted = Wanted {
+            rotation_spread: Duration::from_secs(60),
+            ..wanted(policy(Some(1000), 200, 0))
+        };
+        let point = planned_rotation(&current, &wanted).expect("rotates");
+        let early = at(800).as_second() - point.as_second();
+        assert!((0..60).contains(&early), "{early} s before renewal at 800");
+        let observed = present(current.clone());
+        let second = |s: i64| Timestamp::from_second(s).expect("in range");
+        let before =
+            plan(second(point.as_second() - 1), &observed, &wanted, no_mint).expect("plan");
+        assert_eq!(before.change, Change::None);
+        assert_eq!(before.wake_at, Some(point), "wakes at the spread point");
+        let at_point = plan(point, &observed, &wanted, new_key).expect("plan");
+        assert_eq!(at_point.change, Change::Rotate(RotateReason::Scheduled));
+        assert_eq!(
+            at_point.record.expires_at,
+            Some(second(point.as_second() + 1000)),
+            "the new key gets its full validFor"
         );
     }
 

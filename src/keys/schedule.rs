@@ -144,6 +144,49 @@ pub fn renewal_time(
     }
 }
 
+/// When a key due at `renewal` is rotated, so that keys whose renewal falls
+/// in the same second do not all rotate in it: `renewal - offset`, the offset
+/// fixed by `seed` (the key's id, so a restart finds the same point) and
+/// spread evenly over a window of `spread`, at most half of `renewBefore` and
+/// half of the key's time from creation to renewal (so the new key is never
+/// due again at once). Whole seconds; never after `renewal`.
+///
+/// Only a key whose successor gains from an early rotation is moved: one
+/// whose lifetime comes from `validFor`. A fixed `expiresAt` still ahead
+/// would give the new key the same expiry, so rotating early buys nothing.
+pub fn spread_renewal(
+    created_at: Timestamp,
+    renewal: Timestamp,
+    policy: &ExpiryPolicy,
+    spread: Duration,
+    seed: &str,
+) -> Timestamp {
+    let fixed_expiry_ahead = policy.expires_at.is_some_and(|e| e > renewal);
+    if policy.valid_for.is_none() || fixed_expiry_ahead {
+        return renewal;
+    }
+    let (c, r) = (created_at.as_second(), renewal.as_second());
+    let window = secs(spread)
+        .min(secs(policy.renew_before) / 2)
+        .min(r.saturating_sub(c) / 2);
+    if window < 1 {
+        return renewal;
+    }
+    let offset = seed_fraction(seed) * window as f64;
+    // In [0, window): the float product is below `window`; the cast truncates.
+    at_second(r - (offset as i64).clamp(0, window - 1))
+}
+
+/// A number in [0, 1) fixed by `seed`, evenly spread over seeds (the first
+/// 53 bits of its SHA-256).
+fn seed_fraction(seed: &str) -> f64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(seed.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// When the previous key leaves the Secret after a rotation at
 /// `rotated_at`: `rotated_at + grace_period`, or `None` when the grace
 /// period is zero (under one second), meaning it is dropped at once.
@@ -196,6 +239,77 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    fn spread_policy(valid_for: u64, renew_before: u64) -> ExpiryPolicy {
+        ExpiryPolicy {
+            valid_for: Some(Duration::from_secs(valid_for)),
+            renew_before: Duration::from_secs(renew_before),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn renewals_in_the_same_second_are_spread_evenly_over_the_window_before_it() {
+        let created = at_second(1_000_000);
+        let renewal = at_second(1_000_000 + 30 * DAY as i64);
+        let policy = spread_policy(31 * DAY, DAY);
+        let spread = Duration::from_secs(600);
+        let mut per_minute = [0usize; 10];
+        for key in 0..10_000 {
+            let at = spread_renewal(created, renewal, &policy, spread, &format!("key{key}"));
+            let early = renewal.as_second() - at.as_second();
+            assert!(
+                (0..600).contains(&early),
+                "{early} s early is outside the window"
+            );
+            per_minute[usize::try_from(early / 60).expect("small")] += 1;
+        }
+        // 1,000 expected per minute of the window: evenly spread, no clump.
+        for count in per_minute {
+            assert!(
+                (850..1150).contains(&count),
+                "uneven spread: {per_minute:?}"
+            );
+        }
+        assert_eq!(
+            spread_renewal(created, renewal, &policy, spread, "key1"),
+            spread_renewal(created, renewal, &policy, spread, "key1"),
+            "the point is fixed by the key"
+        );
+    }
+
+    #[test]
+    fn the_spread_window_is_bounded_by_renew_before_and_the_keys_age() {
+        let created = at_second(1_000_000);
+        let renewal = at_second(1_000_000 + 100);
+        let long = Duration::from_secs(3600);
+        for key in 0..500 {
+            let seed = format!("k{key}");
+            // renewBefore 40 s: at most 20 s early.
+            let at = spread_renewal(created, renewal, &spread_policy(140, 40), long, &seed);
+            assert!(renewal.as_second() - at.as_second() < 20);
+            // Created 100 s before renewal: at most 50 s early, never at creation.
+            let at = spread_renewal(created, renewal, &spread_policy(1000, 900), long, &seed);
+            assert!(renewal.as_second() - at.as_second() < 50);
+            assert!(at > created);
+        }
+        // No spread configured, or nothing to gain: exactly at renewal.
+        let policy = spread_policy(140, 40);
+        assert_eq!(
+            spread_renewal(created, renewal, &policy, Duration::ZERO, "k"),
+            renewal
+        );
+        let fixed = ExpiryPolicy {
+            expires_at: Some(at_second(1_000_000 + 140)),
+            ..policy
+        };
+        assert_eq!(spread_renewal(created, renewal, &fixed, long, "k"), renewal);
+        let never = ExpiryPolicy {
+            valid_for: None,
+            ..policy
+        };
+        assert_eq!(spread_renewal(created, renewal, &never, long, "k"), renewal);
+    }
 
     const H: u64 = 3600;
     const DAY: u64 = 24 * H;
