@@ -4,7 +4,8 @@
 //! `RequestReceived` omitted). A window is a byte range of the file, taken
 //! with [`AuditLog::mark`] before and after; a request counts once: its
 //! `ResponseComplete` event, or `ResponseStarted` for a watch (which may stay
-//! open past the window).
+//! open past the window). Requests are counted by verb and resource, or per
+//! second of their `requestReceivedTimestamp` (a request rate).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -34,6 +35,8 @@ struct Line {
     request_uri: String,
     #[serde(default)]
     response_status: Option<ResponseStatus>,
+    #[serde(default)]
+    request_received_timestamp: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +74,11 @@ const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deleteco
 impl Requests {
     pub fn total(&self) -> u64 {
         self.by_verb.values().sum()
+    }
+
+    /// Requests of one `"<verb> <resource>"`, e.g. `"get secrets"`.
+    pub fn count(&self, key: &str) -> u64 {
+        self.by_verb.get(key).copied().unwrap_or(0)
     }
 
     fn sum(&self, keep: impl Fn(&str, &str) -> bool) -> u64 {
@@ -132,11 +140,59 @@ impl AuditLog {
 
     /// Requests made by `user` between two marks.
     pub fn requests(&self, user: &str, from: u64, to: u64) -> Result<Requests> {
+        let mut requests = Requests::default();
+        self.each_request(user, from, to, |event| {
+            let key = request_key(event);
+            *requests.by_verb.entry(key.clone()).or_default() += 1;
+            match event.response_status.as_ref().and_then(|s| s.code) {
+                Some(404) => *requests.not_found.entry(key).or_default() += 1,
+                Some(code) if code >= 400 => *requests.failed.entry(key).or_default() += 1,
+                _ => {}
+            }
+        })?;
+        Ok(requests)
+    }
+
+    /// Requests made by `user` between two marks, per Unix second in which
+    /// the server received them.
+    pub fn per_second(&self, user: &str, from: u64, to: u64) -> Result<Timeline> {
+        let mut timeline = Timeline::default();
+        self.each_request(user, from, to, |event| {
+            let Some(second) = event
+                .request_received_timestamp
+                .as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_second())
+            else {
+                return;
+            };
+            let key = request_key(event);
+            let (verb, resource) = key.split_once(' ').unwrap_or((key.as_str(), ""));
+            let counts = if !WRITE_VERBS.contains(&verb) {
+                &mut timeline.reads
+            } else if resource == "events" {
+                &mut timeline.event_writes
+            } else {
+                &mut timeline.object_writes
+            };
+            *counts.entry(second).or_default() += 1;
+            *timeline.all.entry(second).or_default() += 1;
+        })?;
+        Ok(timeline)
+    }
+
+    /// Calls `visit` with each of `user`'s requests between two marks, once each.
+    fn each_request(
+        &self,
+        user: &str,
+        from: u64,
+        to: u64,
+        mut visit: impl FnMut(&Line),
+    ) -> Result<()> {
         let mut file =
             File::open(&self.path).map_err(|e| format!("open {}: {e}", self.path.display()))?;
         file.seek(SeekFrom::Start(from))?;
         let reader = BufReader::with_capacity(1 << 20, file.take(to.saturating_sub(from)));
-        let mut requests = Requests::default();
         for line in reader.lines() {
             let line = line?;
             // Cheap pre-filter: most lines in a window are someone else's.
@@ -149,16 +205,19 @@ impl AuditLog {
             if event.user.username != user || !counts_once(&event) {
                 continue;
             }
-            let key = request_key(&event);
-            *requests.by_verb.entry(key.clone()).or_default() += 1;
-            match event.response_status.and_then(|s| s.code) {
-                Some(404) => *requests.not_found.entry(key).or_default() += 1,
-                Some(code) if code >= 400 => *requests.failed.entry(key).or_default() += 1,
-                _ => {}
-            }
+            visit(&event);
         }
-        Ok(requests)
+        Ok(())
     }
+}
+
+/// Requests per Unix second: all of them, and by kind as in [`Requests`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    pub all: BTreeMap<i64, u64>,
+    pub object_writes: BTreeMap<i64, u64>,
+    pub event_writes: BTreeMap<i64, u64>,
+    pub reads: BTreeMap<i64, u64>,
 }
 
 fn counts_once(event: &Line) -> bool {
@@ -185,12 +244,6 @@ fn request_key(event: &Line) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    impl Requests {
-        fn count(&self, key: &str) -> u64 {
-            self.by_verb.get(key).copied().unwrap_or(0)
-        }
-    }
 
     #[test]
     fn counts_by_verb_once_per_request() {
@@ -234,6 +287,40 @@ mod tests {
         assert_eq!(requests.reads(), 2);
         assert_eq!(requests.failed_total(), 1);
         assert_eq!(requests.not_found.get("get secrets"), Some(&1));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn counts_per_second_of_arrival() {
+        let dir = std::env::temp_dir().join(format!("keymint-bench-rate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("audit.log");
+        let line = |verb: &str, resource: &str, at: &str| {
+            format!(
+                "{{\"stage\":\"ResponseComplete\",\"verb\":\"{verb}\",\"user\":{{\"username\":\"op\"}},\"objectRef\":{{\"resource\":\"{resource}\"}},\"requestURI\":\"/x\",\"requestReceivedTimestamp\":\"{at}\"}}\n"
+            )
+        };
+        let text = [
+            line("patch", "secrets", "2030-01-01T00:00:00.100000Z"),
+            line("patch", "apikeys", "2030-01-01T00:00:00.900000Z"),
+            line("create", "events", "2030-01-01T00:00:01.000001Z"),
+            line("get", "secrets", "2030-01-01T00:00:01.500000Z"),
+        ]
+        .concat();
+        std::fs::write(&path, &text).expect("write");
+        let log = AuditLog::new(path);
+        let timeline = log
+            .per_second("op", 0, text.len() as u64)
+            .expect("timeline");
+        let second: i64 = "2030-01-01T00:00:00Z"
+            .parse::<jiff::Timestamp>()
+            .expect("t")
+            .as_second();
+        assert_eq!(timeline.all.get(&second), Some(&2));
+        assert_eq!(timeline.all.get(&(second + 1)), Some(&2));
+        assert_eq!(timeline.object_writes.get(&second), Some(&2));
+        assert_eq!(timeline.event_writes.get(&(second + 1)), Some(&1));
+        assert_eq!(timeline.reads.get(&(second + 1)), Some(&1));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,28 +1,38 @@
 //! `keymint-bench` (`make bench`): keymint measured against the physical limit
 //! of the API server it runs on.
 //!
-//! One run starts its own local control plane, installs keymint's CRDs and,
-//! for every N in `--keys`, measures on that same control plane:
+//! The operator phase starts its own local control plane, installs keymint's
+//! CRDs and, for every N in `--keys`, measures on that same control plane:
 //!
 //! 1. baseline: a bare kube client creating N Secrets of the size keymint
-//!    writes, with the concurrency the benchmark applies keys with;
-//! 2. time from applying N APIKeys until all are Ready, as a ratio to (1);
+//!    writes, with the concurrency the benchmark applies keys with; and the
+//!    ideal operator: a bare client making keymint's writes for N new keys;
+//! 2. time from applying N APIKeys until all are Ready, as a ratio to the
+//!    ideal operator and to (1);
 //! 3. the operator's API requests per key by verb, from the audit log, and
 //!    at rest;
 //! 4. the operator's peak and resting RSS, CPU seconds, RSS per 1,000 keys;
-//! 5. a rotation storm: N keys due in the same second;
-//! 6. a restart with N keys up to date: time to confirm all, writes made.
+//! 5. a rotation storm: N keys due within the minting time, spread over a
+//!    window at a limited rate;
+//! 6. a restart with N keys up to date: time to confirm all, writes made;
+//!
+//! and the server CPU per write of each kind keymint could make. The crowded
+//! phase (keys among many unrelated objects) and the big round (100,000
+//! keys) each run on a fresh control plane after it.
 //!
 //! Results go to `<out>/latest.md`, `<out>/latest.json` and
-//! `<out>/time-to-ready.png`.
+//! `<out>/time-to-ready.png`, rewritten after every round and phase.
 //!
 //! The verify phase (no cluster) measures `keymint verify`: verifications
 //! per second and latency against a fixed-answer floor on the same stack,
 //! and the time from a ring file rewrite to the server's new answer
-//! (`<out>/verify.md`, `<out>/verify.json`). `--phases` runs either alone.
+//! (`<out>/verify.md`, `<out>/verify.json`). `--phases` runs any of them.
 
 mod audit;
+mod big;
 mod cluster;
+mod crowded;
+mod ideal;
 mod machine;
 mod operator;
 mod options;
@@ -33,17 +43,23 @@ mod report;
 mod results;
 mod server_cpu;
 mod stats;
+mod storm;
 mod verify;
 mod verify_watch;
 mod workload;
+mod write_costs;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use jiff::Timestamp;
 use keymint_testenv::ControlPlane;
 
+use machine::Machine;
 use options::{Options, Phase};
+use results::{Failure, Run};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -57,12 +73,55 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if let Err(error) = std::fs::create_dir_all(&options.out) {
+        eprintln!(
+            "keymint-bench: cannot create {}: {error}",
+            options.out.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let started = Instant::now();
-    let mut written = Vec::new();
-    if options.phases.contains(&Phase::Operator) {
-        match operator_phases(&options) {
+    let mut run = Run {
+        date: Timestamp::now().to_string(),
+        machine: Machine::probe(),
+        kubernetes_version: String::new(),
+        keymint_commit: machine::keymint_commit(),
+        concurrency: options.concurrency,
+        rest_seconds: options.rest.as_secs(),
+        storm_rate: options.storm_rate,
+        rounds: Vec::new(),
+        crowded: None,
+        big: None,
+        failures: Vec::new(),
+    };
+    let mut written: Vec<PathBuf> = Vec::new();
+    // Each cluster phase on a control plane of its own, one after another
+    // (the previous one stopped first), in this order.
+    for phase in [Phase::Operator, Phase::Crowded, Phase::Big] {
+        if !options.phases.contains(&phase) {
+            continue;
+        }
+        let outcome = on_fresh_control_plane(async |plane| match phase {
+            Phase::Operator => phases::run(plane, &options, &mut run).await,
+            Phase::Crowded => crowded::run(plane, &options, &mut run).await,
+            Phase::Big => big::run(plane, &options, &mut run).await,
+            Phase::Verify => Ok(Vec::new()),
+        });
+        match outcome {
             Ok(files) => written.extend(files),
-            Err(code) => return code,
+            Err(error) => {
+                eprintln!("keymint-bench: {phase:?} phase: {error}");
+                run.failures.push(Failure {
+                    phase: format!("{phase:?}").to_lowercase(),
+                    error: error.to_string(),
+                });
+                run.machine.load_at_end = machine::load_average();
+                // What the earlier phases and rounds measured stays on disk.
+                match report::write(&options.out, &run) {
+                    Ok(files) => written.extend(files),
+                    Err(error) => eprintln!("keymint-bench: cannot write the results: {error}"),
+                }
+            }
         }
     }
     if options.phases.contains(&Phase::Verify) {
@@ -75,10 +134,15 @@ fn main() -> ExitCode {
             Ok(files) => written.extend(files),
             Err(error) => {
                 eprintln!("keymint-bench: verify phase: {error}");
-                return ExitCode::FAILURE;
+                run.failures.push(Failure {
+                    phase: "verify".into(),
+                    error: error.to_string(),
+                });
             }
         }
     }
+    written.sort();
+    written.dedup();
     progress(&format!(
         "done in {:.0} s; results: {}",
         started.elapsed().as_secs_f64(),
@@ -88,38 +152,27 @@ fn main() -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    ExitCode::SUCCESS
+    if run.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
-/// The operator measurements on their own control plane: the files written,
-/// or the exit code to stop with.
-fn operator_phases(options: &Options) -> Result<Vec<std::path::PathBuf>, ExitCode> {
-    progress("starting the local control plane");
-    let plane = match ControlPlane::start(keymint_testenv::Options::default()) {
-        Ok(plane) => plane,
-        Err(error) => {
-            eprintln!("keymint-bench: cannot start the control plane: {error}");
-            return Err(ExitCode::FAILURE);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// Starts a local control plane and an async runtime, runs `body` on them,
+/// and stops both (the runtime first: watch tasks end before the server).
+fn on_fresh_control_plane<T>(body: impl AsyncFnOnce(&ControlPlane) -> Result<T>) -> Result<T> {
+    progress("starting a local control plane");
+    let plane = ControlPlane::start(keymint_testenv::Options::default())
+        .map_err(|error| format!("cannot start the control plane: {error}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("keymint-bench: cannot start the async runtime: {error}");
-            return Err(ExitCode::FAILURE);
-        }
-    };
-    let outcome = runtime.block_on(phases::run(&plane, options));
-    // Watch tasks end with the runtime, before the control plane goes.
+        .map_err(|error| format!("cannot start the async runtime: {error}"))?;
+    let outcome = runtime.block_on(body(&plane));
     drop(runtime);
     plane.stop();
-    outcome.map_err(|error| {
-        eprintln!("keymint-bench: {error}");
-        ExitCode::FAILURE
-    })
+    outcome
 }
 
 /// One line of progress on stderr, with the time of day.

@@ -9,7 +9,14 @@ use std::time::{Duration, Instant};
 use keymint_testenv::ControlPlane;
 use serde::Serialize;
 
-use crate::Result;
+use crate::{Result, progress};
+
+/// RSS counts as at rest when it moved less than this...
+const REST_TOLERANCE_MIB: f64 = 0.25;
+/// ...over this long...
+const REST_QUIET: Duration = Duration::from_secs(3);
+/// ...and is read anyway after this long.
+const REST_LIMIT: Duration = Duration::from_secs(30);
 
 /// A running `keymint run`.
 pub struct Operator {
@@ -36,12 +43,14 @@ pub struct ProcSample {
 
 impl Operator {
     /// Starts `keymint run` as testenv's operator identity, reconciling
-    /// APIKeys in `namespace` only.
+    /// APIKeys in `watch_namespace` only, or in all namespaces with `None`;
+    /// `extra_args` go after the benchmark's own flags.
     pub fn start(
         keymint: &Path,
         plane: &ControlPlane,
         name: &str,
-        namespace: &str,
+        watch_namespace: Option<&str>,
+        extra_args: &[String],
     ) -> Result<Self> {
         let metrics_port = keymint_testenv::free_port()?;
         let log = plane.dir().join(format!("{name}.log"));
@@ -51,14 +60,16 @@ impl Operator {
             "--kubeconfig",
             &plane.operator_kubeconfig_path().display().to_string(),
             "--leader-elect=false",
-            "--watch-namespace",
-            namespace,
             "--metrics-address",
             &format!("127.0.0.1:{metrics_port}"),
             // The default level (info): the operator as it runs in a cluster.
             "--log-format",
             "json",
         ]);
+        if let Some(namespace) = watch_namespace {
+            command.args(["--watch-namespace", namespace]);
+        }
+        command.args(extra_args);
         let child = keymint_testenv::spawn_tied_to_process(command, &log)?;
         Ok(Operator {
             pid: child.id(),
@@ -105,6 +116,37 @@ impl Operator {
 
     pub fn sample(&self) -> Result<ProcSample> {
         read_proc(self.pid, self.clock_ticks)
+    }
+
+    /// The /proc reading once RSS has been still for [`REST_QUIET`]
+    /// (sampled every 500 ms), or after [`REST_LIMIT`] in any case.
+    pub async fn sample_at_rest(&self) -> Result<ProcSample> {
+        let started = Instant::now();
+        let mut window: Vec<(Instant, f64)> = Vec::new();
+        loop {
+            let sample = self.sample()?;
+            let now = Instant::now();
+            window.push((now, sample.rss_mib));
+            window.retain(|(at, _)| now.duration_since(*at) <= REST_QUIET);
+            let (low, high) = window.iter().fold(
+                (f64::INFINITY, f64::NEG_INFINITY),
+                |(low, high), (_, rss)| (low.min(*rss), high.max(*rss)),
+            );
+            let covered = window.first().is_some_and(|(at, _)| {
+                now.duration_since(*at) + Duration::from_millis(500) >= REST_QUIET
+            });
+            if covered && high - low < REST_TOLERANCE_MIB {
+                return Ok(sample);
+            }
+            if started.elapsed() >= REST_LIMIT {
+                progress(&format!(
+                    "  RSS still moving after {} s ({low:.1}-{high:.1} MiB); reading it anyway",
+                    REST_LIMIT.as_secs()
+                ));
+                return Ok(sample);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Samples /proc every `every` until the returned handle is stopped.

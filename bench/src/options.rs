@@ -1,6 +1,7 @@
 //! The command line (clap derive): which phases run, which N to measure,
 //! where the results go, which keymint binary runs as the operator (and as
-//! the verify server), and the load each is given.
+//! the verify server), and the load each phase is given (rounds, rotation
+//! storm rate, crowded cluster, big round).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,23 +11,32 @@ use clap::{Parser, ValueEnum};
 /// A group of measurements that can run alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Phase {
-    /// The six operator measurements at each N, on a local control plane.
+    /// The operator measurements at each N, on a local control plane.
     Operator,
+    /// `--crowded-keys` keys among unrelated Secrets and ServiceAccounts,
+    /// the operator watching all namespaces (a control plane of its own).
+    Crowded,
+    /// `--big-keys` keys: mint, memory at rest, restart (a control plane of
+    /// its own; not in the default list).
+    Big,
     /// `keymint verify` throughput, latency and reload time (no cluster).
     Verify,
 }
 
 /// keymint measured against the API server it runs on, at each N in `--keys`
-/// (see bench/README.md). Starts its own local control plane.
+/// (see bench/README.md). Starts local control planes of its own.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "keymint-bench")]
+// A flag given twice takes its last value: `make bench` passes `--out` and
+// `--keymint` before `BENCH_ARGS`, which may give them again.
+#[command(name = "keymint-bench", args_override_self = true)]
 pub struct Options {
-    /// Which phases run (comma-separated): `operator`, `verify`.
+    /// Which phases run, in this order whatever the order given
+    /// (comma-separated): `operator`, `crowded`, `big`, `verify`.
     #[arg(
         long,
         value_name = "PHASE,...",
         value_delimiter = ',',
-        default_value = "operator,verify"
+        default_value = "operator,crowded,verify"
     )]
     pub phases: Vec<Phase>,
     /// The key counts to measure, in order (comma-separated, `_` allowed: 1_000).
@@ -56,6 +66,22 @@ pub struct Options {
         value_parser = whole_seconds
     )]
     pub rest: Duration,
+    /// Scheduled rotations per second the storm's operator may start
+    /// (`--max-rotations-per-second`); its spread window follows from it.
+    #[arg(long, value_name = "PER_SECOND", default_value = "100", value_parser = positive_rate)]
+    pub storm_rate: u32,
+    /// APIKeys of the crowded-cluster phase.
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = positive_count)]
+    pub crowded_keys: usize,
+    /// Secrets without keymint's label the crowded phase adds (10 namespaces).
+    #[arg(long, value_name = "N", default_value = "30000", value_parser = positive_count)]
+    pub unrelated_secrets: usize,
+    /// ServiceAccounts the crowded phase adds (the same 10 namespaces).
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = positive_count)]
+    pub unrelated_service_accounts: usize,
+    /// APIKeys of the big round.
+    #[arg(long, value_name = "N", default_value = "100000", value_parser = positive_count)]
+    pub big_keys: usize,
     /// Members of the ring the verify phase serves.
     #[arg(long, value_name = "N", default_value = "10000", value_parser = positive_count)]
     pub verify_members: usize,
@@ -83,6 +109,12 @@ fn positive_count(text: &str) -> Result<usize, String> {
         return Err("needs a positive count, e.g. 1000".into());
     }
     Ok(count)
+}
+
+/// A rate of at least 1 per second.
+fn positive_rate(text: &str) -> Result<u32, String> {
+    let count = positive_count(text)?;
+    u32::try_from(count).map_err(|_| format!("{text}: too large"))
 }
 
 /// A whole number of seconds.
@@ -114,7 +146,15 @@ mod tests {
         assert_eq!(defaults.keymint, PathBuf::from("target/release/keymint"));
         assert_eq!(defaults.concurrency, 32);
         assert_eq!(defaults.rest, Duration::from_secs(30));
-        assert_eq!(defaults.phases, vec![Phase::Operator, Phase::Verify]);
+        assert_eq!(
+            defaults.phases,
+            vec![Phase::Operator, Phase::Crowded, Phase::Verify]
+        );
+        assert_eq!(defaults.storm_rate, 100);
+        assert_eq!(defaults.crowded_keys, 10_000);
+        assert_eq!(defaults.unrelated_secrets, 30_000);
+        assert_eq!(defaults.unrelated_service_accounts, 10_000);
+        assert_eq!(defaults.big_keys, 100_000);
         assert_eq!(defaults.verify_members, 10_000);
         assert_eq!(defaults.verify_connections, 16);
         assert_eq!(defaults.verify_duration, Duration::from_secs(5));
@@ -141,6 +181,12 @@ mod tests {
         assert_eq!(parsed.keymint, PathBuf::from("k"));
         assert_eq!(parsed.concurrency, 8);
         assert_eq!(parsed.rest, Duration::from_secs(5));
+        let big = parse(&["--phases", "big", "--big-keys", "500", "--storm-rate=40"]).expect("big");
+        assert_eq!(big.phases, vec![Phase::Big]);
+        assert_eq!((big.big_keys, big.storm_rate), (500, 40));
+        let again =
+            parse(&["--out", "bench/results", "--out", "bench/results/big"]).expect("again");
+        assert_eq!(again.out, PathBuf::from("bench/results/big"));
     }
 
     #[test]
@@ -150,5 +196,7 @@ mod tests {
         assert!(parse(&["--concurrency", "0"]).is_err());
         assert!(parse(&["--rest-seconds", "-1"]).is_err());
         assert!(parse(&["--bogus", "1"]).is_err());
+        assert!(parse(&["--storm-rate", "0"]).is_err());
+        assert!(parse(&["--phases", "operator,bogus"]).is_err());
     }
 }

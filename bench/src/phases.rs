@@ -1,10 +1,13 @@
-//! The six measurements, for each N, on one control plane.
+//! The rounds of the operator phase: for each N, on one control plane, the
+//! baseline and ideal operator (1), time to Ready (2), requests (3), memory
+//! (4), restart (6), the rotation storm (5, in `storm`) and the per-write
+//! table (in `write_costs`); and the waits the other phases share (settled,
+//! all confirmed).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use keymint::api::ApiKey;
 use keymint_testenv::{ControlPlane, OPERATOR_USER};
@@ -12,42 +15,38 @@ use kube::api::Api;
 use tokio::task::JoinHandle;
 
 use crate::audit::AuditLog;
-use crate::machine::{self, Machine};
+use crate::machine;
 use crate::operator::{Metrics, Operator, ProcSample, Sampler};
 use crate::options::Options;
 use crate::results::{
-    Baseline, CreateCost, Ready, RequestCounts, Resources, Restart, Round, Run, Storm,
+    Baseline, CreateCost, IdealOperator, Ready, RequestCounts, Resources, Restart, Round, Run,
 };
 use crate::server_cpu::{ServerCpu, ServerProcesses};
 use crate::stats::Summary;
-use crate::workload::{self, BaselineSecrets, Created, KeyProgress, SecretProgress, Stamp};
-use crate::{Result, cluster, plot, profile, progress, report};
+use crate::workload::{self, BaselineSecrets, Created, KeyProgress};
+use crate::{Result, cluster, ideal, plot, profile, progress, report, storm, write_costs};
 
 /// Lifetime of the keys of measurements 2, 3, 4 and 6 (nothing rotates during the run).
 const VALID_FOR: &str = "2160h";
 const RENEW_BEFORE: &str = "360h";
-const OPERATOR_START: Duration = Duration::from_secs(60);
+pub const OPERATOR_START: Duration = Duration::from_secs(60);
 /// The operator counts as settled when its reconcile counter has not moved for this long.
 const SETTLE_QUIET: Duration = Duration::from_secs(3);
 const SETTLE_LIMIT: Duration = Duration::from_secs(90);
 /// A wait fails when nothing moved for this long (slow is measured, stuck is an error).
-const PATIENCE: Duration = Duration::from_secs(120);
+pub const PATIENCE: Duration = Duration::from_secs(120);
 /// How long the API server is profiled from the start of (2).
 const PROFILE_SECONDS: u64 = 20;
 
-/// Runs every round and writes the results after each (a failed 10,000
-/// round leaves the 1,000 one on disk). Returns the files written.
-pub async fn run(plane: &ControlPlane, options: &Options) -> Result<Vec<PathBuf>> {
+/// Runs every round and writes the results into `results` and to disk after
+/// each (a failed 10,000 round leaves the 1,000 one). Returns the files written.
+pub async fn run(
+    plane: &ControlPlane,
+    options: &Options,
+    results: &mut Run,
+) -> Result<Vec<PathBuf>> {
     let client = plane.client().await?;
-    let mut results = Run {
-        date: Timestamp::now().to_string(),
-        machine: Machine::probe(),
-        kubernetes_version: cluster::server_version(&client).await?,
-        keymint_commit: machine::keymint_commit(),
-        concurrency: options.concurrency,
-        rest_seconds: options.rest.as_secs(),
-        rounds: Vec::new(),
-    };
+    results.kubernetes_version = cluster::server_version(&client).await?;
     progress(&format!(
         "Kubernetes {}, keymint {}, {} CPUs, load {:.1}",
         results.kubernetes_version,
@@ -56,19 +55,15 @@ pub async fn run(plane: &ControlPlane, options: &Options) -> Result<Vec<PathBuf>
         results.machine.load_at_start
     ));
     let server = ServerProcesses::find(plane.dir())?;
-    cluster::install_crds(&client).await?;
-    cluster::create_namespace(&client, "keymint-system").await?;
-    warm_up(&client, options.concurrency).await?;
-    std::fs::create_dir_all(&options.out)
-        .map_err(|e| format!("create {}: {e}", options.out.display()))?;
+    prepare(&client, options.concurrency).await?;
     remove_old_profiles(&options.out);
     let mut written = Vec::new();
     for &keys in &options.keys {
         let round = round(plane, &client, &server, options, keys).await?;
         results.rounds.push(round);
         results.machine.load_at_end = machine::load_average();
-        written = report::write(&options.out, &results)?;
-        match plot::time_to_ready(&options.out.join("time-to-ready.png"), &results) {
+        written = report::write(&options.out, results)?;
+        match plot::time_to_ready(&options.out.join("time-to-ready.png"), results) {
             Ok(path) => written.push(path),
             Err(error) => progress(&format!("no plot: {error}")),
         }
@@ -76,36 +71,45 @@ pub async fn run(plane: &ControlPlane, options: &Options) -> Result<Vec<PathBuf>
     Ok(written)
 }
 
+/// A fresh control plane made ready for keys: keymint's CRDs, the operator's
+/// namespace, and the server warmed up.
+pub async fn prepare(client: &kube::Client, concurrency: usize) -> Result<()> {
+    cluster::install_crds(client).await?;
+    cluster::create_namespace(client, "keymint-system").await?;
+    warm_up(client, concurrency).await
+}
+
 /// What every phase of one round works with.
-struct RoundContext<'a> {
-    plane: &'a ControlPlane,
-    client: &'a kube::Client,
-    server: &'a ServerProcesses,
-    options: &'a Options,
-    audit: AuditLog,
+pub struct RoundContext<'a> {
+    pub plane: &'a ControlPlane,
+    pub client: &'a kube::Client,
+    pub server: &'a ServerProcesses,
+    pub options: &'a Options,
+    pub audit: AuditLog,
     /// N, the number of keys this round measures.
-    n: usize,
+    pub n: usize,
 }
 
 impl RoundContext<'_> {
     /// `bench-<N>-<purpose>`: each phase of each round has namespaces of its own.
-    fn namespace(&self, purpose: &str) -> String {
+    pub fn namespace(&self, purpose: &str) -> String {
         format!("bench-{}-{purpose}", self.n)
     }
 
     /// `count` over N.
-    fn per_key(&self, count: u64) -> f64 {
+    pub fn per_key(&self, count: u64) -> f64 {
         count as f64 / self.n as f64
     }
 
     /// A progress line prefixed with `N=<N>: `.
-    fn progress(&self, message: &str) {
+    pub fn progress(&self, message: &str) {
         progress(&format!("N={}: {message}", self.n));
     }
 }
 
 /// One round at N: the phases in the order they run. (6) runs before (5)
 /// because it reuses the keys of (2)-(4); the storm needs keys of its own.
+/// The per-write table comes last: it measures the server alone.
 async fn round(
     plane: &ControlPlane,
     client: &kube::Client,
@@ -122,7 +126,8 @@ async fn round(
         n,
     };
     let baseline = baseline(&ctx).await?;
-    let (ready, minted) = mint(&ctx, &baseline).await?;
+    let ideal = ideal_operator(&ctx).await?;
+    let (ready, minted) = mint(&ctx, &baseline, &ideal).await?;
     let AtRest {
         operator,
         requests,
@@ -130,22 +135,38 @@ async fn round(
         apiserver_profile,
     } = at_rest(&ctx, minted).await?;
     let (restart, restart_warnings) = restart(&ctx, operator).await?;
-    let (storm, storm_warnings) = storm(&ctx, &baseline, ready.seconds).await?;
+    let (storm, storm_warnings) = storm::storm(&ctx, ready.seconds).await?;
+    let writes = n.min(write_costs::MAX_WRITES);
+    ctx.progress(&format!(
+        "server CPU per write: {writes} writes of each kind, {} in flight",
+        options.concurrency
+    ));
+    let write_costs = write_costs::measure(
+        client,
+        server,
+        &ctx.namespace("writes"),
+        writes,
+        options.concurrency,
+        &long_lived_spec(),
+    )
+    .await?;
     Ok(Round {
         keys: n,
         baseline,
+        ideal,
         ready,
         requests,
         resources,
         restart,
         storm,
+        write_costs,
         operator_warnings: restart_warnings + storm_warnings,
         apiserver_profile,
     })
 }
 
 /// The spec of the keys of (1)'s reference and of (2)-(4) and (6).
-fn long_lived_spec() -> serde_json::Value {
+pub fn long_lived_spec() -> serde_json::Value {
     serde_json::json!({"validFor": VALID_FOR, "renewBefore": RENEW_BEFORE})
 }
 
@@ -204,6 +225,34 @@ async fn apikeys_without_operator(ctx: &RoundContext<'_>) -> Result<CreateCost> 
     Ok(cost)
 }
 
+/// (1) The ideal operator: keymint's writes for N new keys from a bare
+/// client, in a namespace no operator watches.
+async fn ideal_operator(ctx: &RoundContext<'_>) -> Result<IdealOperator> {
+    let (n, concurrency) = (ctx.n, ctx.options.concurrency);
+    let ideal_ns = ctx.namespace("ideal");
+    cluster::create_namespace(ctx.client, &ideal_ns).await?;
+    ctx.progress(&format!(
+        "(1) ideal operator: {n} keys (create, apply Secret, apply status, Event), {concurrency} in flight"
+    ));
+    let ideal = ideal::run(
+        ctx.client,
+        ctx.server,
+        &ideal_ns,
+        n,
+        concurrency,
+        &long_lived_spec(),
+    )
+    .await?;
+    ctx.progress(&format!(
+        "(1) ideal operator {:.2} s ({:.0} keys/s; {:.2} s with the Events), server CPU {:.2} ms per key",
+        ideal.seconds,
+        ideal.per_second,
+        ideal.seconds_with_events,
+        ideal.server_cpu.ms_per_key(n)
+    ));
+    Ok(ideal)
+}
+
 /// The operator of (2)-(4) once its N keys are Ready, and what (3) and (4)
 /// go on measuring from (2).
 struct Minted {
@@ -225,7 +274,11 @@ struct Minted {
 
 /// (2) Time to Ready: an operator on an empty namespace, N APIKeys applied,
 /// until the last is seen Ready and the operator settled.
-async fn mint(ctx: &RoundContext<'_>, baseline: &Baseline) -> Result<(Ready, Minted)> {
+async fn mint(
+    ctx: &RoundContext<'_>,
+    baseline: &Baseline,
+    ideal: &IdealOperator,
+) -> Result<(Ready, Minted)> {
     let (n, concurrency, client, server) = (ctx.n, ctx.options.concurrency, ctx.client, ctx.server);
     let keys_ns = ctx.namespace("keys");
     cluster::create_namespace(client, &keys_ns).await?;
@@ -233,7 +286,8 @@ async fn mint(ctx: &RoundContext<'_>, baseline: &Baseline) -> Result<(Ready, Min
         &ctx.options.keymint,
         ctx.plane,
         &format!("operator-{n}"),
-        &keys_ns,
+        Some(&keys_ns),
+        &[],
     )?;
     let mark_start = ctx.audit.mark()?;
     operator.wait_ready(OPERATOR_START).await?;
@@ -279,6 +333,7 @@ async fn mint(ctx: &RoundContext<'_>, baseline: &Baseline) -> Result<(Ready, Min
         apikey_managed_fields_bytes: stored.apikey_managed_fields_bytes,
         seconds: ready_seconds,
         ratio: ready_seconds / baseline.seconds,
+        ratio_to_ideal: ready_seconds / ideal.seconds,
         apply_seconds: applied.elapsed.as_secs_f64(),
         latency: Summary::of(&latencies),
         secrets_found,
@@ -289,8 +344,8 @@ async fn mint(ctx: &RoundContext<'_>, baseline: &Baseline) -> Result<(Ready, Min
         reconciles_per_key: minted_metrics.reconciles / n as f64,
     };
     ctx.progress(&format!(
-        "(2) all Ready in {:.2} s ({:.2}x baseline); per key p50 {:.2} s p99 {:.2} s",
-        ready.seconds, ready.ratio, ready.latency.p50, ready.latency.p99
+        "(2) all Ready in {:.2} s ({:.2}x ideal, {:.2}x baseline); per key p50 {:.2} s p99 {:.2} s",
+        ready.seconds, ready.ratio_to_ideal, ready.ratio, ready.latency.p50, ready.latency.p99
     ));
     let minted = Minted {
         operator,
@@ -500,7 +555,8 @@ async fn restart(ctx: &RoundContext<'_>, operator: Operator) -> Result<(Restart,
         &ctx.options.keymint,
         ctx.plane,
         &format!("operator-{n}-restart"),
-        &ctx.namespace("keys"),
+        Some(&ctx.namespace("keys")),
+        &[],
     )?;
     let sampler = restarted.sampler(Duration::from_millis(100));
     let confirmed = confirm_all(&mut restarted, n, PATIENCE).await?;
@@ -518,6 +574,8 @@ async fn restart(ctx: &RoundContext<'_>, operator: Operator) -> Result<(Restart,
         object_writes: restart_requests.object_writes(),
         event_writes: restart_requests.event_writes(),
         reads_per_key: ctx.per_key(restart_requests.reads()),
+        secret_gets: restart_requests.count("get secrets"),
+        secret_gets_per_key: ctx.per_key(restart_requests.count("get secrets")),
         requests: restart_requests,
         cpu_seconds: restart_sample.cpu_seconds,
         peaks: restart_peaks,
@@ -526,10 +584,11 @@ async fn restart(ctx: &RoundContext<'_>, operator: Operator) -> Result<(Restart,
         server_cpu: restart_server_cpu,
     };
     ctx.progress(&format!(
-        "(6) all {n} confirmed {:.2} s after start; {} object writes, {} events; peak RSS {:.1} MiB, {} fds",
+        "(6) all {n} confirmed {:.2} s after start; {} object writes, {} events, {} Secret GETs; peak RSS {:.1} MiB, {} fds",
         restart.seconds,
         restart.object_writes,
         restart.event_writes,
+        restart.secret_gets,
         restart.peaks.peak_rss_mib,
         restart.peaks.max_open_fds
     ));
@@ -538,162 +597,10 @@ async fn restart(ctx: &RoundContext<'_>, operator: Operator) -> Result<(Restart,
     Ok((restart, warnings))
 }
 
-/// (5) Rotation storm: a fresh operator on a fresh namespace, N keys that all
-/// expire in the same second, from that second until every one rotated.
-/// Returns the figures and the WARN/ERROR lines the operator logged.
-async fn storm(
-    ctx: &RoundContext<'_>,
-    baseline: &Baseline,
-    ready_seconds: f64,
-) -> Result<(Storm, usize)> {
-    let (n, client) = (ctx.n, ctx.client);
-    let storm_ns = ctx.namespace("storm");
-    cluster::create_namespace(client, &storm_ns).await?;
-    let mut operator = Operator::start(
-        &ctx.options.keymint,
-        ctx.plane,
-        &format!("operator-{n}-storm"),
-        &storm_ns,
-    )?;
-    operator.wait_ready(OPERATOR_START).await?;
-    let mut keys_seen = workload::track_keys(client, &storm_ns);
-    let mut secrets_seen = workload::track_secrets(client, &storm_ns);
-    keys_seen
-        .wait("synced", Duration::from_secs(60), |c| c.synced)
-        .await?;
-    secrets_seen
-        .wait("synced", Duration::from_secs(60), |c| c.synced)
-        .await?;
-    // Time to mint them all, then as long again, so that even the last key
-    // minted lives longer than the storm takes: with expiresAt passed, a
-    // rotated key keeps its predecessor's lifetime, and a short one would
-    // rotate a second time inside the storm.
-    let lead = SignedDuration::from_secs_f64((2.0 * ready_seconds + 15.0).max(20.0));
-    let due = Timestamp::from_second((Timestamp::now() + lead).as_second() + 1)?;
-    ctx.progress(&format!(
-        "(5) storm: minting {n} keys that all expire at {due}"
-    ));
-    let keys = Api::<ApiKey>::namespaced(client.clone(), &storm_ns);
-    let spec = serde_json::json!({"expiresAt": due.to_string()});
-    let applied = workload::create_all(&keys, n, ctx.options.concurrency, |i| {
-        workload::api_key(&storm_ns, i, &spec)
-    })
-    .await?;
-    keys_seen
-        .wait("all Ready", PATIENCE, |c| c.ready >= n)
-        .await?;
-    let mint_seconds = applied.started.elapsed().as_secs_f64();
-    let minted_before_due = Timestamp::now() < due;
-    if !minted_before_due {
-        ctx.progress("(5) WARNING: minting overran the due second");
-    }
-    let minted_metrics = settle(&operator).await?;
-    // Until just before the due second.
-    let until_due = due.duration_since(Timestamp::now()) - SignedDuration::from_secs(1);
-    if let Ok(wait) = Duration::try_from(until_due) {
-        ctx.progress(&format!(
-            "(5) minted in {mint_seconds:.1} s; {:.0} s until due",
-            wait.as_secs_f64() + 1.0
-        ));
-        tokio::time::sleep(wait).await;
-    }
-    let mark = ctx.audit.mark()?;
-    let server_due = ctx.server.cpu();
-    let before = operator.sample()?;
-    let sampler = operator.sampler(Duration::from_millis(200));
-    keys_seen
-        .wait("all rotated", PATIENCE, |c| c.rotated >= n)
-        .await?;
-    secrets_seen
-        .wait("all rotated", PATIENCE, |c| c.rotated >= n)
-        .await?;
-    let rotated_twice = secrets_seen.counts().rotated_twice;
-    let rotated_metrics = settle(&operator).await?;
-    let mark_end = ctx.audit.mark()?;
-    let storm_server_cpu = ctx.server.cpu().since(server_due);
-    let after = operator.sample()?;
-    let peaks = sampler.stop();
-    let slips = RotationSlips::since(due, &keys_seen.finish(), &secrets_seen.finish());
-    let requests = ctx.audit.requests(OPERATOR_USER, mark, mark_end)?;
-    let seconds = latest(&slips.secret_watch);
-    let status_seconds = latest(&slips.status_watch);
-    let storm = Storm {
-        due_at: due.to_string(),
-        mint_seconds,
-        minted_before_due,
-        seconds,
-        status_seconds,
-        ratio: status_seconds / baseline.seconds,
-        slip_watch: Summary::of(&slips.secret_watch),
-        slip_created_at: Summary::of(&slips.created_at),
-        rotated_twice,
-        object_writes_per_rotation: ctx.per_key(requests.object_writes()),
-        event_writes_per_rotation: ctx.per_key(requests.event_writes()),
-        reads_per_rotation: ctx.per_key(requests.reads()),
-        requests,
-        cpu_seconds: after.cpu_seconds - before.cpu_seconds,
-        peaks,
-        server_cpu: storm_server_cpu,
-        reconciles_per_key: (rotated_metrics.reconciles - minted_metrics.reconciles) / n as f64,
-    };
-    ctx.progress(&format!(
-        "(5) all rotated {:.2} s after the due second (status {:.2} s, {:.2}x baseline); slip p50 {:.2} s p99 {:.2} s max {:.2} s",
-        storm.seconds,
-        storm.status_seconds,
-        storm.ratio,
-        storm.slip_watch.p50,
-        storm.slip_watch.p99,
-        storm.slip_watch.max
-    ));
-    let warnings = operator.warnings();
-    operator.kill()?;
-    Ok((storm, warnings))
-}
-
-/// Per key, seconds from the storm's due second to its rotation being seen.
-struct RotationSlips {
-    /// The Secret seen rotated on the watch (sub-second).
-    secret_watch: Vec<f64>,
-    /// The status seen rotated on the watch (sub-second).
-    status_watch: Vec<f64>,
-    /// The new key's `status.createdAt` (whole seconds, as the operator records it).
-    created_at: Vec<f64>,
-}
-
-impl RotationSlips {
-    fn since(
-        due: Timestamp,
-        keys: &HashMap<String, KeyProgress>,
-        secrets: &HashMap<String, SecretProgress>,
-    ) -> RotationSlips {
-        let since_due = |stamp: Stamp| stamp.wall.duration_since(due).as_secs_f64();
-        RotationSlips {
-            secret_watch: secrets
-                .values()
-                .filter_map(|p| p.rotated.map(since_due))
-                .collect(),
-            status_watch: keys
-                .values()
-                .filter_map(|p| p.rotated.map(since_due))
-                .collect(),
-            created_at: keys
-                .values()
-                .filter_map(|p| p.rotated_created_at)
-                .map(|created| (created.as_second() - due.as_second()) as f64)
-                .collect(),
-        }
-    }
-}
-
-/// The largest of `values` (NaN when there are none).
-fn latest(values: &[f64]) -> f64 {
-    values.iter().copied().fold(f64::NAN, f64::max)
-}
-
 /// Waits until the operator's reconcile counter has been still for
 /// [`SETTLE_QUIET`] (its own writes trigger follow-up reconciles), and
 /// returns its metrics then.
-async fn settle(operator: &Operator) -> Result<Metrics> {
+pub async fn settle(operator: &Operator) -> Result<Metrics> {
     let started = Instant::now();
     let mut last = operator.metrics().await?;
     let mut still_since = Instant::now();
@@ -716,7 +623,7 @@ async fn settle(operator: &Operator) -> Result<Metrics> {
 /// Polls the restarted operator's metrics until it reports all `n` keys
 /// issued, and returns when it first did. Gives up when the count has not
 /// moved for `patience`.
-async fn confirm_all(operator: &mut Operator, n: usize, patience: Duration) -> Result<Instant> {
+pub async fn confirm_all(operator: &mut Operator, n: usize, patience: Duration) -> Result<Instant> {
     let started = Instant::now();
     let mut last_report = started;
     let mut last_move = started;
@@ -751,17 +658,20 @@ async fn confirm_all(operator: &mut Operator, n: usize, patience: Duration) -> R
 }
 
 /// The benchmark's own CPU seconds so far.
-fn bench_cpu() -> f64 {
+pub fn bench_cpu() -> f64 {
     crate::operator::cpu_seconds(std::process::id(), crate::machine::clock_ticks())
         .unwrap_or(f64::NAN)
 }
+
+/// The warm-up's namespace.
+pub const WARM_UP_NAMESPACE: &str = "bench-warm-up";
 
 /// The first writes of a kind after its CRD is installed are slow (the
 /// server builds its handlers, schema and CEL programs): a few of each,
 /// in a namespace of their own, before anything is timed.
 async fn warm_up(client: &kube::Client, concurrency: usize) -> Result<()> {
     const WARM_UP: usize = 50;
-    let namespace = "bench-warm-up";
+    let namespace = WARM_UP_NAMESPACE;
     cluster::create_namespace(client, namespace).await?;
     let spec = serde_json::json!({"validFor": VALID_FOR, "renewBefore": RENEW_BEFORE});
     let keys = Api::<ApiKey>::namespaced(client.clone(), namespace);

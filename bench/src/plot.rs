@@ -1,5 +1,5 @@
-//! `time-to-ready.png`: seconds against N for the baseline, keymint's
-//! time to Ready, the rotation storm and the restart.
+//! `time-to-ready.png`: seconds against N for the baseline, the ideal
+//! operator, keymint's time to Ready and the restart.
 
 use std::path::{Path, PathBuf};
 
@@ -59,11 +59,11 @@ pub fn time_to_ready(path: &Path, run: &Run) -> Result<PathBuf> {
                 .collect(),
         ),
         (
-            "keymint: N keys due at once -> all rotated",
+            "bare client: keymint's writes for N keys (ideal operator)",
             RGBColor(214, 39, 40),
             rounds
                 .iter()
-                .map(|r| (r.keys as f64, r.storm.status_seconds))
+                .map(|r| (r.keys as f64, r.ideal.seconds))
                 .collect(),
         ),
         (

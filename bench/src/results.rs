@@ -10,7 +10,7 @@ use crate::audit::Requests;
 use crate::machine::Machine;
 use crate::operator::{Peaks, ProcSample};
 use crate::server_cpu::ServerCpu;
-use crate::stats::Summary;
+use crate::stats::{RateSummary, Summary};
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -21,7 +21,23 @@ pub struct Run {
     pub keymint_commit: String,
     pub concurrency: usize,
     pub rest_seconds: u64,
+    /// `--storm-rate`: the storm operator's `--max-rotations-per-second`.
+    pub storm_rate: u32,
     pub rounds: Vec<Round>,
+    /// The crowded cluster, when that phase ran and got through.
+    pub crowded: Option<Crowded>,
+    /// The big round, when that phase ran (with what stopped it, if anything).
+    pub big: Option<BigRound>,
+    /// Phases or rounds that failed, with their error; what they measured
+    /// before is kept elsewhere in the run.
+    pub failures: Vec<Failure>,
+}
+
+/// A phase (or one round of it) that failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub phase: String,
+    pub error: String,
 }
 
 /// The measurements at one N.
@@ -29,11 +45,14 @@ pub struct Run {
 pub struct Round {
     pub keys: usize,
     pub baseline: Baseline,
+    pub ideal: IdealOperator,
     pub ready: Ready,
     pub requests: RequestCounts,
     pub resources: Resources,
     pub restart: Restart,
     pub storm: Storm,
+    /// Server CPU per write, by kind of write.
+    pub write_costs: WriteCosts,
     /// WARN/ERROR lines the operator logged over the round.
     pub operator_warnings: usize,
     /// kube-apiserver CPU profile over the first 20 s of (2) (`phases::PROFILE_SECONDS`),
@@ -57,6 +76,22 @@ pub struct Baseline {
     pub apikeys_without_operator: CreateCost,
 }
 
+/// (1) The ideal operator: a bare client making keymint's writes for N new
+/// keys (APIKey create, Secret apply, status apply, Event), with no operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdealOperator {
+    /// From the first request to the last status response.
+    pub seconds: f64,
+    pub per_second: f64,
+    /// From the first request to the last Event's response.
+    pub seconds_with_events: f64,
+    /// kube-apiserver and etcd CPU over all of it, Events included.
+    pub server_cpu: ServerCpu,
+    /// The status apply's body, bytes.
+    pub status_bytes: usize,
+    pub retries: u64,
+}
+
 /// A bare client creating N objects.
 #[derive(Debug, Clone, Serialize)]
 pub struct CreateCost {
@@ -70,7 +105,10 @@ pub struct CreateCost {
 pub struct Ready {
     /// From the first create to the last key seen Ready.
     pub seconds: f64,
+    /// `seconds` over the bare-Secret baseline's.
     pub ratio: f64,
+    /// `seconds` over the ideal operator's.
+    pub ratio_to_ideal: f64,
     /// How long the benchmark took to create the N APIKeys.
     pub apply_seconds: f64,
     /// Per key: its create returned -> seen Ready.
@@ -121,37 +159,71 @@ pub struct Resources {
     pub rss_per_1000_keys_mib: f64,
 }
 
-/// (5) The rotation storm.
+/// (5) The rotation storm: N keys whose renewal falls due within the
+/// minting time, rotated by an operator with a spread window and a rate limit.
 #[derive(Debug, Clone, Serialize)]
 pub struct Storm {
-    /// The second every key is due.
-    pub due_at: String,
+    /// The operator's `--max-rotations-per-second`.
+    pub rate_limit: u32,
+    /// The operator's `--rotation-spread` W, seconds: the window before its
+    /// renewal deadline in which each key is rotated.
+    pub spread_window_seconds: u64,
+    /// The keys' `spec.renewBefore` (2 W) and `spec.validFor`, seconds.
+    pub renew_before_seconds: u64,
+    pub valid_for_seconds: u64,
     /// How long minting the N storm keys took (a second time-to-Ready sample).
     pub mint_seconds: f64,
-    /// Whether every storm key was Ready before the due second.
-    pub minted_before_due: bool,
-    /// Due second -> last Secret seen rotated (watch).
-    pub seconds: f64,
-    /// Due second -> last status seen rotated.
-    pub status_seconds: f64,
-    /// `status_seconds` over the baseline.
-    pub ratio: f64,
-    /// Per key: Secret seen rotated (watch, sub-second) - due second.
-    pub slip_watch: Summary,
-    /// Per key: the new key's `status.createdAt` - due second (whole seconds).
-    pub slip_created_at: Summary,
-    /// Keys seen rotated twice before all had rotated once.
+    /// The earliest second any key may rotate (earliest deadline - W + 1).
+    pub earliest_rotation_at: String,
+    /// Whether every storm key was Ready before then.
+    pub minted_before_first_rotation: bool,
+    /// First -> last rotation, Secret watch (sub-second) and `status.createdAt`.
+    pub spread_seconds: f64,
+    pub spread_created_at_seconds: f64,
+    /// Rotated after the key's renewal deadline (its first
+    /// `status.createdAt` + validFor - renewBefore): by the new key's
+    /// `status.createdAt`, and by the Secret seen rotated after the end of
+    /// the deadline's second.
+    pub late_by_created_at: usize,
+    pub late_by_watch: usize,
+    /// Rotated after the old key's `expiresAt` (by `status.createdAt` at or
+    /// after it, or the Secret seen rotated after it).
+    pub expired_in_use: usize,
+    /// Per key: deadline - Secret seen rotated (sub-second; negative is late).
+    pub headroom_watch: Summary,
+    /// Per key: deadline - new key's `status.createdAt` (whole seconds).
+    pub headroom_created_at: Summary,
+    /// Rotations per second by the new keys' `status.createdAt`, from the
+    /// first rotation's second to the last's.
+    pub rotations_per_second: RateSummary,
+    /// The operator's requests per second over the same seconds (audit log,
+    /// by arrival), all and by kind.
+    pub operator_requests_per_second: RequestRates,
+    /// The rate limit × (object writes + Events) per rotation: the request
+    /// rate the limit allows for the writes.
+    pub allowed_writes_per_second: f64,
+    /// Keys seen rotated twice before the operator settled (0 by design).
     pub rotated_twice: usize,
+    /// Every operator request from just before the earliest rotation until it settled.
     pub requests: Requests,
     pub object_writes_per_rotation: f64,
     pub event_writes_per_rotation: f64,
     pub reads_per_rotation: f64,
     pub cpu_seconds: f64,
     pub peaks: Peaks,
-    /// kube-apiserver and etcd CPU from the due second until the operator settled.
+    /// kube-apiserver and etcd CPU from just before the earliest rotation until the operator settled.
     pub server_cpu: ServerCpu,
-    /// The operator's reconciles per key from the due second until it settled.
+    /// The operator's reconciles per key over the same window.
     pub reconciles_per_key: f64,
+}
+
+/// Requests per second: all, object writes, Event writes, reads.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RequestRates {
+    pub all: RateSummary,
+    pub object_writes: RateSummary,
+    pub event_writes: RateSummary,
+    pub reads: RateSummary,
 }
 
 /// (6) Restart with N keys present and up to date.
@@ -163,10 +235,121 @@ pub struct Restart {
     pub object_writes: u64,
     pub event_writes: u64,
     pub reads_per_key: f64,
+    /// GETs of single Secrets (a LIST is not one), and per key.
+    pub secret_gets: u64,
+    pub secret_gets_per_key: f64,
     pub cpu_seconds: f64,
     pub peaks: Peaks,
     pub reconciles: f64,
     pub reconcile_errors: f64,
     /// kube-apiserver and etcd CPU from the kill until the new process settled.
     pub server_cpu: ServerCpu,
+}
+
+/// Server CPU per write: batches of one kind of write each, on objects of
+/// their own namespace, with the benchmark's concurrency.
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteCosts {
+    /// Writes per batch: min(N, 2,000).
+    pub writes: usize,
+    pub kinds: Vec<WriteCost>,
+}
+
+/// One batch of [`WriteCosts`].
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteCost {
+    /// A stable id, e.g. `secret-apply-update`.
+    pub kind: String,
+    /// What the table says, e.g. `Secret server-side apply (update)`.
+    pub label: String,
+    pub seconds: f64,
+    pub per_second: f64,
+    pub server_cpu: ServerCpu,
+    /// kube-apiserver + etcd CPU per write, milliseconds.
+    pub server_ms_per_write: f64,
+    pub retries: u64,
+}
+
+/// The crowded cluster: keys among many unrelated objects, the operator
+/// watching all namespaces.
+#[derive(Debug, Clone, Serialize)]
+pub struct Crowded {
+    pub keys: usize,
+    pub unrelated_secrets: usize,
+    pub unrelated_service_accounts: usize,
+    pub unrelated_namespaces: usize,
+    /// First create -> last key seen Ready.
+    pub mint_seconds: f64,
+    /// How long creating the unrelated objects took.
+    pub unrelated_seconds: f64,
+    /// (c) restart -> all keys confirmed.
+    pub restart_seconds: f64,
+    /// Started, no keys yet.
+    pub idle: ProcSample,
+    /// (a) minted and settled.
+    pub minted: ProcSample,
+    /// (b) after the unrelated objects, settled.
+    pub crowded: ProcSample,
+    /// (c) after a SIGKILL and restart, all confirmed, settled.
+    pub restarted: ProcSample,
+    /// RSS (b) - (a) and (c) - (a), MiB.
+    pub unrelated_growth_mib: f64,
+    pub restart_growth_mib: f64,
+    /// The restarted operator's writes until it settled.
+    pub restart_writes: u64,
+}
+
+/// The big round: mint, memory at rest and restart at `--big-keys`, or as
+/// far as it got.
+#[derive(Debug, Clone, Serialize)]
+pub struct BigRound {
+    pub keys: usize,
+    pub mint: Option<BigMint>,
+    pub at_rest: Option<BigAtRest>,
+    pub restart: Option<BigRestart>,
+    /// etcd's `etcd_mvcc_db_total_size_in_bytes` at the end (or the failure).
+    pub etcd_db_bytes: Option<u64>,
+    /// What stopped the round, if something did.
+    pub limit: Option<BigLimit>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BigMint {
+    /// First create -> last key seen Ready.
+    pub seconds: f64,
+    pub apply_seconds: f64,
+    pub per_second: f64,
+    pub reconciles_per_key: f64,
+    pub server_cpu: ServerCpu,
+    pub retries: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BigAtRest {
+    pub idle: ProcSample,
+    pub at_rest: ProcSample,
+    /// (RSS at rest - RSS idle) per 1,000 keys, MiB.
+    pub rss_per_1000_keys_mib: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BigRestart {
+    /// Process start -> `keymint_keys{kind="APIKey"}` = N.
+    pub seconds: f64,
+    pub object_writes: u64,
+    pub event_writes: u64,
+    pub secret_gets: u64,
+    pub peak_rss_mib: f64,
+}
+
+/// What stopped the big round.
+#[derive(Debug, Clone, Serialize)]
+pub struct BigLimit {
+    /// The step that failed: `mint`, `at rest` or `restart`.
+    pub step: String,
+    pub error: String,
+    /// Keys seen Ready when it failed.
+    pub keys_ready: usize,
+    /// Seconds from the round's start.
+    pub after_seconds: f64,
 }

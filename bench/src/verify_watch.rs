@@ -47,7 +47,7 @@ async fn on_plane(keymint: &Path, dir: &Path, plane: &ControlPlane) -> Result<Wa
     cluster::install_crds(&client).await?;
     cluster::create_namespace(&client, NAMESPACE).await?;
     cluster::create_namespace(&client, "keymint-system").await?;
-    let mut operator = Operator::start(keymint, plane, "operator-verify", NAMESPACE)?;
+    let mut operator = Operator::start(keymint, plane, "operator-verify", Some(NAMESPACE), &[])?;
     operator.wait_ready(DEADLINE).await?;
     let rings = Api::<KeyRing>::namespaced(client.clone(), NAMESPACE);
     rings

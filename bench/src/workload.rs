@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,12 @@ impl BaselineSecrets {
     }
 
     pub fn secret(&self, index: usize) -> Result<Secret> {
+        Ok(self.key(index)?.secret)
+    }
+
+    /// The Secret of key `index` and the record it holds (what the status of
+    /// a key issued to it reports).
+    pub fn key(&self, index: usize) -> Result<BaselineKey> {
         let name = key_name(index);
         let owner_key = api_key(&self.namespace, index, &serde_json::json!({}))?;
         let token = try_mint_token(owner_key.token_prefix(), owner_key.common().entropy_bits())?;
@@ -117,8 +124,14 @@ impl BaselineSecrets {
         secret
             .annotations_mut()
             .insert(PADDING_ANNOTATION.into(), self.padding.clone());
-        Ok(secret)
+        Ok(BaselineKey { secret, record })
     }
+}
+
+/// A baseline Secret and the key record it holds.
+pub struct BaselineKey {
+    pub secret: Secret,
+    pub record: KeyRecord,
 }
 
 /// The size of an object as JSON, bytes.
@@ -207,6 +220,27 @@ where
     }
 }
 
+/// Runs `request` until it succeeds, retrying transient failures (counted
+/// in `retries`) up to [`CREATE_ATTEMPTS`] attempts in all.
+pub async fn with_retries<T, F, Fut>(what: &str, retries: &AtomicU64, mut request: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match request().await {
+            Ok(value) => return Ok(value),
+            Err(error) if attempt < CREATE_ATTEMPTS && transient(&error) => {
+                retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            Err(error) => return Err(format!("{what}: {error}").into()),
+        }
+    }
+}
+
 fn transient(error: &kube::Error) -> bool {
     match error {
         kube::Error::Api(status) => matches!(status.code, 429 | 500 | 502 | 503 | 504),
@@ -286,6 +320,10 @@ pub struct KeyProgress {
     pub rotated: Option<Stamp>,
     /// `status.createdAt` when first seen rotated.
     pub rotated_created_at: Option<Timestamp>,
+    /// The first key's `status.createdAt` and `status.expiresAt` (seen Ready
+    /// with no rotation yet).
+    pub first_created_at: Option<Timestamp>,
+    pub first_expires_at: Option<Timestamp>,
     pub rotations: i64,
 }
 
@@ -307,6 +345,10 @@ impl Observation for KeyProgress {
         }
         self.ready.get_or_insert(stamp);
         let rotations = status.rotations.unwrap_or(0);
+        if rotations == 0 && self.first_created_at.is_none() {
+            self.first_created_at = status.created_at.as_ref().map(|t| t.0);
+            self.first_expires_at = status.expires_at.as_ref().map(|t| t.0);
+        }
         self.rotations = self.rotations.max(rotations);
         if rotations >= 1 && self.rotated.is_none() {
             self.rotated = Some(stamp);
@@ -439,6 +481,17 @@ where
         patience: Duration,
         done: impl Fn(&Counts) -> bool,
     ) -> Result<Counts> {
+        self.wait_at_most(goal, patience, WAIT_CAP, done).await
+    }
+
+    /// [`Tracker::wait`], giving up after `cap` in all.
+    pub async fn wait_at_most(
+        &mut self,
+        goal: &str,
+        patience: Duration,
+        cap: Duration,
+        done: impl Fn(&Counts) -> bool,
+    ) -> Result<Counts> {
         let started = Instant::now();
         let mut last_report = started;
         let mut last_move = started;
@@ -453,8 +506,7 @@ where
                 last_counts = counts;
                 last_move = now;
             }
-            if now.duration_since(last_move) >= patience || now.duration_since(started) >= WAIT_CAP
-            {
+            if now.duration_since(last_move) >= patience || now.duration_since(started) >= cap {
                 return Err(format!(
                     "{}: not {goal} after {:.0} s ({:.0} s without progress); last {counts:?}",
                     self.what,
@@ -472,6 +524,14 @@ where
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), self.counts.changed()).await;
         }
+    }
+
+    /// What the watch has seen so far (it goes on).
+    pub fn snapshot(&self) -> HashMap<String, O>
+    where
+        O: Clone,
+    {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stops the watch and returns what it saw.

@@ -42,6 +42,13 @@ use crate::rollout;
 /// Its namespace has its share of reconciles in flight, or another reconcile
 /// holds its Secret: look again shortly.
 const BUSY_REQUEUE: Duration = Duration::from_millis(250);
+/// A busy key looks again after [`BUSY_REQUEUE`] plus up to three times as
+/// long at random: thousands of keys of one namespace waiting for their turn
+/// do not all come back in the same instant to be turned away again.
+fn busy_requeue() -> Duration {
+    BUSY_REQUEUE + BUSY_REQUEUE.mul_f64(3.0 * rand::random::<f64>())
+}
+
 /// Longest wait after an error that passes by itself (API server down, 5xx).
 const TRANSIENT_MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// events.k8s.io limits an Event's note to 1 KiB.
@@ -67,12 +74,12 @@ pub async fn reconcile<K: KeyResource>(
         .pacing
         .enter(resource.meta().namespace.as_deref().unwrap_or_default())
     else {
-        return Ok(Action::requeue(BUSY_REQUEUE));
+        return Ok(Action::requeue(busy_requeue()));
     };
     let now = truncate_to_second(Timestamp::now());
     match prepare(resource, &ctx, now).await {
         Ok(prepared) => issue(resource, &ctx, prepared, now).await,
-        Err(Stop::Busy) => Ok(Action::requeue(BUSY_REQUEUE)),
+        Err(Stop::Busy) => Ok(Action::requeue(busy_requeue())),
         Err(Stop::Wait(action)) => Ok(action),
         Err(Stop::Blocked(target, blocked)) => {
             not_ready(resource, &ctx, &target.borrowed(), blocked).await
