@@ -111,8 +111,8 @@ struct RunArgs {
         value_parser = clap::value_parser!(u16).range(1..=1000)
     )]
     max_rollouts_per_namespace: u16,
-    /// Keys whose renewal falls at the same time rotate at points spread over up to this long before it (Go-style duration; at most half of a key's renewBefore; keys with a validFor only).
-    #[arg(long, env = "KEYMINT_ROTATION_SPREAD", default_value = "10m", value_parser = parse_spread)]
+    /// Keys whose renewal falls at the same time rotate at points spread over up to this long before it (Go-style duration, e.g. 10m; 0s: off; at most half of a key's renewBefore; keys with a validFor only).
+    #[arg(long, env = "KEYMINT_ROTATION_SPREAD", default_value = "0s", value_parser = parse_spread)]
     rotation_spread: Duration,
     /// Scheduled rotations started per second, at most; a key whose renewal time has come rotates regardless.
     #[arg(
