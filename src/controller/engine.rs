@@ -77,25 +77,57 @@ pub async fn reconcile<K: KeyResource>(
         return Ok(Action::requeue(busy_requeue()));
     };
     let now = truncate_to_second(Timestamp::now());
-    match prepare(resource, &ctx, now).await {
-        Ok(prepared) => issue(resource, &ctx, prepared, now).await,
-        Err(Stop::Busy) => Ok(Action::requeue(busy_requeue())),
-        Err(Stop::Wait(action)) => Ok(action),
-        Err(Stop::Blocked(target, blocked)) => {
-            not_ready(resource, &ctx, &target.borrowed(), blocked).await
+    let mut read = ReadSecret::UnlessNeverIssued;
+    loop {
+        let stop = match prepare(resource, &ctx, now, read).await {
+            Ok(prepared) => match issue(resource, &ctx, prepared, now).await? {
+                Issued::Done(action) => return Ok(action),
+                Issued::SecretExists => Stop::ReadFirst,
+            },
+            Err(stop) => stop,
+        };
+        match stop {
+            // Not read because no key was ever issued there, and it turned
+            // out to matter: once more, reading it.
+            Stop::ReadFirst if read == ReadSecret::UnlessNeverIssued => {
+                read = ReadSecret::Always;
+            }
+            stop => return stopped(resource, &ctx, stop).await,
         }
-        Err(Stop::Revoke(target, secret, blocked)) => {
-            revoke(
-                resource,
-                &ctx,
-                &target.borrowed(),
-                &secret,
-                &blocked.message,
-            )
-            .await?;
-            not_ready(resource, &ctx, &target.borrowed(), blocked).await
+    }
+}
+
+/// Whether a reconcile reads the resource's Secret before deciding.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadSecret {
+    /// Not when the resource's status names no key issued to it (a new
+    /// resource): its Secret is almost always absent, and the create-only
+    /// apply refuses to touch one that exists after all (then it is read).
+    UnlessNeverIssued,
+    Always,
+}
+
+/// What `issue` came to.
+enum Issued {
+    Done(Action),
+    /// The Secret assumed absent exists: nothing was written.
+    SecretExists,
+}
+
+async fn stopped<K: KeyResource>(resource: &K, ctx: &Context, stop: Stop) -> Result<Action> {
+    match stop {
+        // A Secret that exists though the read said it did not (created
+        // meanwhile): decided again after a short wait.
+        Stop::Busy | Stop::ReadFirst => Ok(Action::requeue(busy_requeue())),
+        Stop::Wait(action) => Ok(action),
+        Stop::Blocked(target, blocked) => {
+            not_ready(resource, ctx, &target.borrowed(), blocked).await
         }
-        Err(Stop::Failed(error)) => Err(error),
+        Stop::Revoke(target, secret, blocked) => {
+            revoke(resource, ctx, &target.borrowed(), &secret, &blocked.message).await?;
+            not_ready(resource, ctx, &target.borrowed(), blocked).await
+        }
+        Stop::Failed(error) => Err(error),
     }
 }
 
@@ -145,6 +177,9 @@ enum Stop {
     Blocked(Target, Blocked),
     /// The key is revoked: the Secret is deleted, then the reason reported.
     Revoke(Target, Box<Held>, Blocked),
+    /// The Secret was not read, and this path needs it (a terminating
+    /// resource, a missing binding).
+    ReadFirst,
     Failed(Error),
 }
 
@@ -153,6 +188,7 @@ async fn prepare<K: KeyResource>(
     resource: &K,
     ctx: &Context,
     now: Timestamp,
+    read: ReadSecret,
 ) -> Result<Prepared, Stop> {
     let secret_name = resource
         .common()
@@ -173,13 +209,19 @@ async fn prepare<K: KeyResource>(
         .ok_or(Stop::Busy)?;
     let owner = resource.owner_id().to_string();
     let owner_uid = resource.meta().uid.clone().unwrap_or_default();
-    let fetched = read_secret(ctx, &namespace, &here).await?;
     let status = resource.key_status();
     let ids = Claim {
         owner: &owner,
         owner_uid: &owner_uid,
         namespace: &namespace,
         name: &secret_name,
+    };
+    let unread = read == ReadSecret::UnlessNeverIssued
+        && !status.is_some_and(|status| secret::issued_here(status, &ids));
+    let fetched = if unread {
+        None
+    } else {
+        read_secret(ctx, &namespace, &here).await?
     };
     let (existing, observed) = match secret::classify(fetched, &ids, &ctx.signing_key, status) {
         Found::Nothing => (None, Observed::Missing),
@@ -203,11 +245,17 @@ async fn prepare<K: KeyResource>(
         }
     };
     if resource.meta().deletion_timestamp.is_some() {
+        if unread {
+            return Err(Stop::ReadFirst);
+        }
         return Err(terminating(resource, here, existing, &observed, now));
     }
     let bound_uid = match resource.binding(ctx).await.map_err(Stop::Failed)? {
         Binding::Unbound => None,
         Binding::Bound { uid } => Some(uid),
+        // A Secret keymint wrote but never named in the status (a crash
+        // between the two writes) is revoked too.
+        Binding::Missing(_) if unread => return Err(Stop::ReadFirst),
         // Ours or tampered: either way the Secret holds a key keymint issued.
         Binding::Missing(blocked) => {
             return Err(match existing {
@@ -296,7 +344,7 @@ async fn issue<K: KeyResource>(
     ctx: &Context,
     prepared: Prepared,
     now: Timestamp,
-) -> Result<Action> {
+) -> Result<Issued> {
     let kind = K::kind(&()).to_string();
     let common = resource.common();
     let target = prepared.target.borrowed();
@@ -347,7 +395,9 @@ async fn issue<K: KeyResource>(
         Err(PlanError::Mint(error)) => return Err(Error::Mint(error)),
         Err(PlanError::Expiry(error)) => {
             let blocked = Blocked::new(Reason::InvalidSpec, error.to_string());
-            return not_ready(resource, ctx, &target, blocked).await;
+            return not_ready(resource, ctx, &target, blocked)
+                .await
+                .map(Issued::Done);
         }
     };
 
@@ -356,7 +406,7 @@ async fn issue<K: KeyResource>(
     {
         // Over the rotation rate and still ahead of its renewal time: the
         // key waits its turn (the minted token is dropped unused).
-        return Ok(Action::requeue(ROTATION_RATE_WAIT));
+        return Ok(Issued::Done(Action::requeue(ROTATION_RATE_WAIT)));
     }
     let existing = prepared.existing.as_ref().map(|held| &held.0);
     let texts = secret::key_texts(
@@ -407,8 +457,11 @@ async fn issue<K: KeyResource>(
                 &texts.all(),
             );
             let blocked = Blocked::new(Reason::SecretWriteFailed, message);
-            return not_ready(resource, ctx, &target, blocked).await;
+            return not_ready(resource, ctx, &target, blocked)
+                .await
+                .map(Issued::Done);
         }
+        Err(WriteError::Exists) => return Ok(Issued::SecretExists),
         Err(WriteError::Other(error)) => return Err(error),
     }
     if plan.change == Change::Rotate(RotateReason::Compromised)
@@ -501,7 +554,7 @@ async fn issue<K: KeyResource>(
             action = Action::requeue(PENDING_CONSUMERS_REQUEUE.min(requeue_delay(plan.wake_at)));
         }
     }
-    Ok(action)
+    Ok(Issued::Done(action))
 }
 
 /// How long a scheduled rotation over the rotation rate waits to try again.
@@ -521,8 +574,17 @@ fn rotation_may_start(ctx: &Context, observed: &Observed, wanted: &Wanted, now: 
 enum WriteError {
     /// The API server refused the write (immutable, quota, admission...).
     Refused(Box<kube::core::Status>),
+    /// A Secret thought absent exists (the create-only apply was refused).
+    Exists,
     Other(Error),
 }
+
+/// A resourceVersion no object ever has (etcd would need 2^64 writes): a
+/// server-side apply carrying it creates a missing Secret and is refused
+/// with 409 Conflict when one exists, whoever wrote it. Applying with no
+/// resourceVersion instead would merge into a Secret created since it was
+/// found absent (kubernetes/kubernetes#106745 relies on the same rule).
+const CREATE_ONLY: &str = "18446744073709551615";
 
 /// Applies the Secret if anything changed, on the version that was read (so
 /// a concurrent edit is never overwritten), then removes record fields that
@@ -538,10 +600,14 @@ async fn write_secret(
     if !writes.apply && writes.remove.is_none() {
         return Ok(());
     }
-    desired.metadata.resource_version = existing.and_then(|s| s.metadata.resource_version.clone());
+    desired.metadata.resource_version = Some(match existing {
+        Some(secret) => secret.metadata.resource_version.clone().unwrap_or_default(),
+        None => CREATE_ONLY.to_string(),
+    });
     // Secret first: the record in it is the truth, so a crash before the
     // status write never mints twice.
     let refused = |error: kube::Error| match error {
+        kube::Error::Api(status) if existing.is_none() && status.code == 409 => WriteError::Exists,
         kube::Error::Api(status) if is_refusal(&status) => WriteError::Refused(status),
         error => WriteError::Other(error.into()),
     };
@@ -1221,11 +1287,6 @@ mod tests {
         .await
     }
 
-    fn not_found(_: Value) -> (StatusCode, Value) {
-        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
-        (StatusCode::NOT_FOUND, status)
-    }
-
     /// What keymint sent while minting the first key of a new APIKey.
     struct FirstMint {
         secret: Value,
@@ -1233,19 +1294,19 @@ mod tests {
         status: Value,
     }
 
+    /// The API server refuses a create-only apply: a Secret is there.
+    fn exists(_: Value) -> (StatusCode, Value) {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+            "message": "Operation cannot be fulfilled on secrets \"billing\": the object has been modified"});
+        (StatusCode::CONFLICT, status)
+    }
+
     /// Reconciles a new APIKey against the mock, answering the requests a
-    /// first mint must make, in their order: read the Secret (absent), apply
-    /// it, publish the Event, apply the status.
+    /// first mint must make, in their order: apply the Secret (created: no
+    /// read first), publish the Event, apply the status.
     async fn first_mint() -> FirstMint {
         let (ctx, mut handle) = context();
         let run = tokio::spawn(reconcile(Arc::new(Parsed::Ok(api_key(None))), ctx));
-        expect(
-            &mut handle,
-            Method::GET,
-            "/api/v1/namespaces/team/secrets/billing",
-            not_found,
-        )
-        .await;
         let secret = expect(
             &mut handle,
             Method::PATCH,
@@ -1308,6 +1369,11 @@ mod tests {
             .to_string();
         assert!(key.starts_with("ak_"));
         assert_eq!(secret.type_.as_deref(), Some("keymint.dev/key"));
+        // Not read first, so created only if absent.
+        assert_eq!(
+            secret.metadata.resource_version.as_deref(),
+            Some(super::CREATE_ONLY)
+        );
         assert_eq!(
             secret
                 .metadata
@@ -1325,18 +1391,39 @@ mod tests {
         assert!(!event.to_string().contains(&key) && !status.to_string().contains(&key));
     }
 
-    /// The resource's own Secret cannot be read: Ready=False SecretUnreadable
-    /// in the status, then a Warning Event; nothing is written to the Secret.
-    async fn unreadable_secret(answer: fn(Value) -> (StatusCode, Value)) -> (Value, Value) {
-        let (ctx, mut handle) = context();
-        let run = tokio::spawn(reconcile(Arc::new(Parsed::Ok(api_key(None))), ctx));
+    /// A new resource whose Secret exists after all: the create-only apply
+    /// is refused, then the Secret is read and answered with `answer`.
+    async fn secret_found_at_first_mint(
+        handle: &mut Handle,
+        answer: impl FnOnce(Value) -> (StatusCode, Value),
+    ) {
+        let refused = expect(
+            handle,
+            Method::PATCH,
+            "/api/v1/namespaces/team/secrets/billing",
+            exists,
+        )
+        .await;
+        assert_eq!(
+            refused["metadata"]["resourceVersion"],
+            json!(super::CREATE_ONLY),
+            "a Secret not read first is applied create-only"
+        );
         expect(
-            &mut handle,
+            handle,
             Method::GET,
             "/api/v1/namespaces/team/secrets/billing",
             answer,
         )
         .await;
+    }
+
+    /// The resource's own Secret cannot be read: Ready=False SecretUnreadable
+    /// in the status, then a Warning Event; nothing is written to the Secret.
+    async fn unreadable_secret(answer: fn(Value) -> (StatusCode, Value)) -> (Value, Value) {
+        let (ctx, mut handle) = context();
+        let run = tokio::spawn(reconcile(Arc::new(Parsed::Ok(api_key(None))), ctx));
+        secret_found_at_first_mint(&mut handle, answer).await;
         let status = status_applied(&mut handle).await;
         let event = event_posted(&mut handle).await;
         finish(run).await;
@@ -1365,6 +1452,26 @@ mod tests {
             assert_eq!(event["reason"], json!("SecretUnreadable"));
             assert_eq!(event["type"], json!("Warning"));
         }
+    }
+
+    #[tokio::test]
+    async fn a_secret_found_at_the_first_mint_is_read_and_never_overwritten() {
+        fn application_secret(_: Value) -> (StatusCode, Value) {
+            let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": "billing", "namespace": "team", "resourceVersion": "41"},
+                "data": {"password": "aHVudGVyMg=="}});
+            (StatusCode::OK, secret)
+        }
+        let (ctx, mut handle) = context();
+        let run = tokio::spawn(reconcile(Arc::new(Parsed::Ok(api_key(None))), ctx));
+        secret_found_at_first_mint(&mut handle, application_secret).await;
+        // Then only the status and the Event: no second write of the Secret.
+        let status = status_applied(&mut handle).await;
+        let event = event_posted(&mut handle).await;
+        finish(run).await;
+        let condition = &status["status"]["conditions"][0];
+        assert_eq!(condition["reason"], json!("SecretConflict"), "{status}");
+        assert_eq!(event["reason"], json!("SecretConflict"));
     }
 
     #[tokio::test]

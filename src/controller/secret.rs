@@ -164,7 +164,7 @@ pub fn classify(
 }
 
 /// The resource's status says keymint issued a key to this Secret.
-fn issued_here(status: &KeyStatus, claim: &Claim<'_>) -> bool {
+pub fn issued_here(status: &KeyStatus, claim: &Claim<'_>) -> bool {
     status.key_sha256.is_some()
         && status.secret_name.as_deref() == Some(claim.name)
         && status
