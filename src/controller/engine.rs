@@ -26,7 +26,7 @@ use super::pacing::SecretClaim;
 use super::reason::MAX_REQUEUE;
 use super::reason::{KeyEvent, Reason, Requeue};
 use super::ring;
-use super::secret::{self, Claim, Foreign, Found, SecretContent};
+use super::secret::{self, Claim, DataDigests, Foreign, Found, SecretContent};
 use super::status::{self, Ready};
 use super::{Context, Error, FIELD_MANAGER, Result};
 use crate::api::{COMPROMISED_ANNOTATION, DeletionPolicy, ROTATE_REQUEST_ANNOTATION};
@@ -77,19 +77,19 @@ pub async fn reconcile<K: KeyResource>(
         return Ok(Action::requeue(busy_requeue()));
     };
     let now = truncate_to_second(Timestamp::now());
-    let mut read = ReadSecret::UnlessNeverIssued;
+    let mut read = ReadSecret::IfNeeded;
     loop {
         let stop = match prepare(resource, &ctx, now, read).await {
             Ok(prepared) => match issue(resource, &ctx, prepared, now).await? {
                 Issued::Done(action) => return Ok(action),
-                Issued::SecretExists => Stop::ReadFirst,
+                Issued::ReadFirst => Stop::ReadFirst,
             },
             Err(stop) => stop,
         };
         match stop {
-            // Not read because no key was ever issued there, and it turned
-            // out to matter: once more, reading it.
-            Stop::ReadFirst if read == ReadSecret::UnlessNeverIssued => {
+            // Not read (never issued there, or judged by its startup view),
+            // and it turned out to matter: once more, reading it.
+            Stop::ReadFirst if read == ReadSecret::IfNeeded => {
                 read = ReadSecret::Always;
             }
             stop => return stopped(resource, &ctx, stop).await,
@@ -103,15 +103,17 @@ enum ReadSecret {
     /// Not when the resource's status names no key issued to it (a new
     /// resource): its Secret is almost always absent, and the create-only
     /// apply refuses to touch one that exists after all (then it is read).
-    UnlessNeverIssued,
+    /// Nor when its startup view proves it up to date (see [`super::known`]).
+    IfNeeded,
     Always,
 }
 
 /// What `issue` came to.
 enum Issued {
     Done(Action),
-    /// The Secret assumed absent exists: nothing was written.
-    SecretExists,
+    /// The Secret must be read first: one assumed absent exists, or one
+    /// judged by its view needs a write. Nothing was written.
+    ReadFirst,
 }
 
 async fn stopped<K: KeyResource>(resource: &K, ctx: &Context, stop: Stop) -> Result<Action> {
@@ -161,6 +163,11 @@ struct Prepared {
     owner: String,
     owner_uid: String,
     existing: Option<Held>,
+    /// What `existing` holds, by digest.
+    data: DataDigests,
+    /// `existing` is the startup view: it holds no values, so it serves
+    /// only a key that needs no write.
+    viewed: bool,
     observed: Observed,
     bound_uid: Option<String>,
     policy: ExpiryPolicy,
@@ -216,17 +223,32 @@ async fn prepare<K: KeyResource>(
         namespace: &namespace,
         name: &secret_name,
     };
-    let unread = read == ReadSecret::UnlessNeverIssued
-        && !status.is_some_and(|status| secret::issued_here(status, &ids));
-    let fetched = if unread {
-        None
+    let issued_here = status.is_some_and(|status| secret::issued_here(status, &ids));
+    let lazy = read == ReadSecret::IfNeeded;
+    let unread = lazy && !issued_here;
+    let view = if lazy && issued_here {
+        ctx.known.take(&namespace, &secret_name)
     } else {
-        read_secret(ctx, &namespace, &here).await?
+        None
     };
-    let (existing, observed) = match secret::classify(fetched, &ids, &ctx.signing_key, status) {
+    let viewed = view.is_some();
+    let (fetched, data) = match view {
+        Some(view) => (Some(view.secret), view.data),
+        None if unread => (None, DataDigests::default()),
+        None => {
+            ctx.metrics.secret_read(&K::kind(&()));
+            let fetched = read_secret(ctx, &namespace, &here).await?;
+            let data = fetched.as_ref().map(DataDigests::of).unwrap_or_default();
+            (fetched, data)
+        }
+    };
+    let found = secret::classify(fetched, &data, &ids, &ctx.signing_key, status);
+    let (existing, observed) = match found {
+        // A view decides only for a Secret that is ours and intact so far.
+        _ if viewed && !matches!(found, Found::Ours { .. }) => return Err(Stop::ReadFirst),
         Found::Nothing => (None, Observed::Missing),
         Found::Ours { secret, record } => {
-            let observed = secret::observe(&secret, record);
+            let observed = secret::observe(&data, record);
             (Some(Held(*secret)), observed)
         }
         Found::Tampered(secret) => {
@@ -245,7 +267,7 @@ async fn prepare<K: KeyResource>(
         }
     };
     if resource.meta().deletion_timestamp.is_some() {
-        if unread {
+        if unread || viewed {
             return Err(Stop::ReadFirst);
         }
         return Err(terminating(resource, here, existing, &observed, now));
@@ -255,7 +277,7 @@ async fn prepare<K: KeyResource>(
         Binding::Bound { uid } => Some(uid),
         // A Secret keymint wrote but never named in the status (a crash
         // between the two writes) is revoked too.
-        Binding::Missing(_) if unread => return Err(Stop::ReadFirst),
+        Binding::Missing(_) if unread || viewed => return Err(Stop::ReadFirst),
         // Ours or tampered: either way the Secret holds a key keymint issued.
         Binding::Missing(blocked) => {
             return Err(match existing {
@@ -272,6 +294,8 @@ async fn prepare<K: KeyResource>(
         owner,
         owner_uid,
         existing,
+        data,
+        viewed,
         observed,
         bound_uid,
         policy,
@@ -409,16 +433,23 @@ async fn issue<K: KeyResource>(
         return Ok(Issued::Done(Action::requeue(ROTATION_RATE_WAIT)));
     }
     let existing = prepared.existing.as_ref().map(|held| &held.0);
-    let texts = secret::key_texts(
-        existing,
-        &prepared.observed,
-        minted.as_ref().map(|token| token.expose()),
-        &plan.change,
-    )
-    .ok_or(Error::MissingField {
-        kind: "Secret",
-        field: "data.key",
-    })?;
+    if prepared.viewed && plan.change != Change::None {
+        return Ok(Issued::ReadFirst);
+    }
+    let texts = if prepared.viewed {
+        secret::KeyTexts::carried_unread(&prepared.observed, &prepared.data)
+    } else {
+        secret::key_texts(
+            existing,
+            &prepared.observed,
+            minted.as_ref().map(|token| token.expose()),
+            &plan.change,
+        )
+        .ok_or(Error::MissingField {
+            kind: "Secret",
+            field: "data.key",
+        })?
+    };
     let claim = Claim {
         owner: &prepared.owner,
         owner_uid: &prepared.owner_uid,
@@ -436,13 +467,32 @@ async fn issue<K: KeyResource>(
         extra_annotations: resource.secret_annotations(),
         owner_reference: owner_reference(resource, common.deletion_policy()),
     });
+    let mut desired_data = DataDigests::of(&desired);
+    if prepared.viewed {
+        // The texts were stand-ins for the keys the Secret keeps.
+        secret::carry_key_digests(&mut desired_data, &prepared.data);
+    }
+    let writes = secret::writes(
+        existing.map(|secret| (secret, &prepared.data)),
+        &desired,
+        &desired_data,
+    );
+    if prepared.viewed && writes.any() {
+        secret::wipe(&mut desired);
+        return Ok(Issued::ReadFirst);
+    }
     // For key rings: the previous key's hash (never the key).
-    let previous_key_sha256 = texts
-        .previous_key
-        .as_deref()
-        .map(|key| sha256_hex(key.as_str()));
+    let previous_key_sha256 = desired_data.values.get(secret::DATA_PREVIOUS_KEY).cloned();
     let secrets = Api::<MetaOnly<Secret>>::namespaced(ctx.client.clone(), namespace);
-    let written = write_secret(ctx, &secrets, existing, &mut desired, target.secret_name).await;
+    let written = write_secret(
+        ctx,
+        &secrets,
+        existing,
+        writes,
+        &mut desired,
+        target.secret_name,
+    )
+    .await;
     // Key material does not outlive the write (the token itself is Zeroizing).
     secret::wipe(&mut desired);
     drop(minted);
@@ -461,7 +511,7 @@ async fn issue<K: KeyResource>(
                 .await
                 .map(Issued::Done);
         }
-        Err(WriteError::Exists) => return Ok(Issued::SecretExists),
+        Err(WriteError::Exists) => return Ok(Issued::ReadFirst),
         Err(WriteError::Other(error)) => return Err(error),
     }
     if plan.change == Change::Rotate(RotateReason::Compromised)
@@ -593,11 +643,11 @@ async fn write_secret(
     ctx: &Context,
     secrets: &Api<MetaOnly<Secret>>,
     existing: Option<&Secret>,
+    writes: secret::Writes,
     desired: &mut Secret,
     name: &str,
 ) -> Result<(), WriteError> {
-    let writes = secret::writes(existing, desired);
-    if !writes.apply && writes.remove.is_none() {
+    if !writes.any() {
         return Ok(());
     }
     desired.metadata.resource_version = Some(match existing {
@@ -1500,6 +1550,68 @@ mod tests {
         assert!(
             matches!(next, Ok(None)),
             "no further request after the read"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_up_to_date_key_after_a_restart_is_confirmed_from_its_view_without_a_read() {
+        let FirstMint { secret, status, .. } = first_mint().await;
+        let (ctx, mut handle) = context();
+        ctx.known
+            .keep(serde_json::from_value(applied(secret).1).expect("secret"));
+        let run = tokio::spawn(reconcile(
+            Arc::new(Parsed::Ok(api_key(Some(status["status"].clone())))),
+            ctx.clone(),
+        ));
+        finish(run).await;
+        assert!(ctx.known.is_empty(), "the view served its one reconcile");
+        drop(ctx);
+        let next =
+            tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request()).await;
+        assert!(matches!(next, Ok(None)), "no request at all");
+    }
+
+    #[tokio::test]
+    async fn a_view_of_a_key_that_needs_a_write_is_not_trusted_the_secret_is_read() {
+        use base64::Engine;
+        let FirstMint { secret, status, .. } = first_mint().await;
+        // Someone put another key into the Secret: its view shows another
+        // digest, so the Secret is read, then a new key issued.
+        let mut tampered = secret;
+        let other = crate::keys::mint_token_with(
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(9),
+            "ak",
+            256,
+        );
+        let planted = json!(base64::engine::general_purpose::STANDARD.encode(other.expose()));
+        tampered["data"]["key"] = planted.clone();
+        let (ctx, mut handle) = context();
+        ctx.known
+            .keep(serde_json::from_value(applied(tampered.clone()).1).expect("secret"));
+        let run = tokio::spawn(reconcile(
+            Arc::new(Parsed::Ok(api_key(Some(status["status"].clone())))),
+            ctx,
+        ));
+        expect(
+            &mut handle,
+            Method::GET,
+            "/api/v1/namespaces/team/secrets/billing",
+            move |_| applied(tampered),
+        )
+        .await;
+        let rewritten = expect(
+            &mut handle,
+            Method::PATCH,
+            "/api/v1/namespaces/team/secrets/billing",
+            applied,
+        )
+        .await;
+        event_posted(&mut handle).await;
+        status_applied(&mut handle).await;
+        finish(run).await;
+        assert_ne!(
+            rewritten["data"]["key"], planted,
+            "the planted key is replaced"
         );
     }
 }

@@ -45,6 +45,7 @@ pub struct Metrics {
     rollouts_triggered: Family<KindLabel, Counter>,
     rollouts_completed: Family<KindLabel, Counter>,
     rollouts_timed_out: Family<KindLabel, Counter>,
+    secret_reads: Family<KindLabel, Counter>,
     book: Mutex<KeyBook>,
 }
 
@@ -117,6 +118,12 @@ impl Default for Metrics {
             "New keys whose grace period ended before every consumer rolled out, by key kind",
             rollouts_timed_out.clone(),
         );
+        let secret_reads = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "secret_reads",
+            "Key Secrets read one by one from the API server (a new key, and an up-to-date key after a restart, need none)",
+            secret_reads.clone(),
+        );
         for kind in crate::api::ConsumerKind::ALL {
             let _ = rollouts_triggered.get_or_create(&KindLabel {
                 kind: kind.as_str().into(),
@@ -137,8 +144,10 @@ impl Default for Metrics {
             let _ = keys.get_or_create(&label);
             let _ = rollouts_completed.get_or_create(&label);
             let _ = rollouts_timed_out.get_or_create(&label);
+            let _ = secret_reads.get_or_create(&label);
         }
         Metrics {
+            secret_reads,
             rollouts_triggered,
             rollouts_completed,
             rollouts_timed_out,
@@ -223,6 +232,13 @@ impl Metrics {
     /// A key's grace period ended before every consumer ran its new key.
     pub fn rollout_timed_out(&self, kind: &str) {
         self.rollouts_timed_out
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+
+    /// A key's Secret was read from the API server.
+    pub fn secret_read(&self, kind: &str) {
+        self.secret_reads
             .get_or_create(&KindLabel { kind: kind.into() })
             .inc();
     }

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod events;
 pub mod holders;
 pub mod kinds;
+pub mod known;
 pub mod lenient;
 pub mod metrics;
 pub mod owner;
@@ -58,6 +59,8 @@ pub struct Context {
     echoes: Echoes,
     /// The consumer workloads' caches, set once the controllers start.
     pub holders: std::sync::OnceLock<Arc<holders::Holders>>,
+    /// Views of the managed Secrets listed at startup.
+    pub known: known::KnownSecrets,
 }
 
 impl Context {
@@ -79,6 +82,7 @@ impl Context {
             pacing,
             echoes: Default::default(),
             holders: Default::default(),
+            known: Default::default(),
         }
     }
 

@@ -43,9 +43,13 @@ pub enum Scope {
 /// 256 KiB), and a page is held in memory whole while it is parsed.
 const PAGE_SIZE: u32 = 50;
 
+fn managed_secrets_label() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
 fn managed_secrets() -> watcher::Config {
     watcher::Config::default()
-        .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"))
+        .labels(&managed_secrets_label())
         .page_size(PAGE_SIZE)
 }
 
@@ -112,6 +116,7 @@ fn secret_owners<K: KeyResource>(
 ) -> impl Fn(MetaOnly<Secret>) -> Vec<ObjectRef<Parsed<K>>> + Send + Sync + 'static {
     let ctx = ctx.clone();
     move |secret| {
+        ctx.known.seen(&secret.metadata);
         if ctx.is_own_write(&secret.metadata) {
             Vec::new()
         } else {
@@ -162,6 +167,23 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 /// Runs every controller until `shutdown` turns true.
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool>) {
     let client = ctx.client.clone();
+    let namespaces: Vec<Option<String>> = match &scope {
+        Scope::AllNamespaces => vec![None],
+        Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
+    };
+    // Before any reconcile: an up-to-date key after a restart is then
+    // confirmed from its view, without a read of its Secret.
+    let mut listed = namespaces.clone();
+    if !listed.contains(&None) {
+        for namespace in &ctx.settings.root_key_namespaces {
+            if !listed.contains(&Some(namespace.clone())) {
+                listed.push(Some(namespace.clone()));
+            }
+        }
+    }
+    ctx.known
+        .load(&client, &listed, &managed_secrets_label())
+        .await;
     let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let mut listers: Vec<OwnerLister> = Vec::new();
 
@@ -181,10 +203,6 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         stopped(shutdown.clone()),
     )));
 
-    let namespaces: Vec<Option<String>> = match &scope {
-        Scope::AllNamespaces => vec![None],
-        Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
-    };
     let mut api_key_stores = Vec::new();
     let mut account_key_stores = Vec::new();
     let mut wake_api_keys = Vec::new();

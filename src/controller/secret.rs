@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::keys::plan::{Change, KeyRecord, Observed, PreviousKey};
 pub use crate::keys::signature::Claim;
 use crate::keys::signature::{SigningKey, Subject};
-use crate::keys::{sha256_hex, verify_checksum};
+use crate::keys::{sha256_bytes_hex, sha256_hex, verify_checksum};
 
 pub use crate::api::names::record::{
     BOUND_UID, COMPROMISE_HANDLED, CREATED_AT, EXPIRES_AT, KEY_ID, KEY_SHA256, OWNER, OWNER_UID,
@@ -89,6 +89,7 @@ pub enum Foreign {
 /// previous key is then not kept.
 pub fn classify(
     secret: Option<Secret>,
+    data: &DataDigests,
     claim: &Claim<'_>,
     key: &SigningKey,
     status: Option<&KeyStatus>,
@@ -101,7 +102,7 @@ pub fn classify(
     }
     let record = read_record(&secret);
     let signature = annotation(&secret, RECORD_SIGNATURE);
-    let previous_sha256 = data_text(&secret, DATA_PREVIOUS_KEY).map(sha256_hex);
+    let previous_sha256 = data.values.get(DATA_PREVIOUS_KEY).cloned();
     let signed_for = |owner_uid: &str, record: &KeyRecord| {
         let subject = Subject {
             claim: Claim {
@@ -219,16 +220,41 @@ pub fn wipe(secret: &mut Secret) {
     }
 }
 
+/// What keymint judges a Secret's data by: the SHA-256 of each value, never
+/// the values, so a Secret can be judged from a view that holds no key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataDigests {
+    /// Hex SHA-256 of each data value, by name.
+    pub values: BTreeMap<String, String>,
+    /// The SHA-256 of `data.key`, only if it is a well-formed keymint key
+    /// (format and checksum): a key keymint did not mint counts as tampered.
+    pub minted_key_sha256: Option<String>,
+}
+
+impl DataDigests {
+    pub fn of(secret: &Secret) -> Self {
+        let values = secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(name, value)| (name.clone(), sha256_bytes_hex(&value.0)))
+            .collect();
+        let minted_key_sha256 = data_text(secret, DATA_KEY)
+            .filter(|key| verify_checksum(key).is_ok())
+            .map(sha256_hex);
+        DataDigests {
+            values,
+            minted_key_sha256,
+        }
+    }
+}
+
 /// What our Secret holds: its trusted record and the SHA-256 of the key
-/// actually in it. A key keymint did not mint (wrong format or checksum)
-/// counts as tampered.
-pub fn observe(secret: &Secret, record: KeyRecord) -> Observed {
-    let actual_sha256 = data_text(secret, DATA_KEY)
-        .filter(|key| verify_checksum(key).is_ok())
-        .map(sha256_hex);
+/// actually in it.
+pub fn observe(data: &DataDigests, record: KeyRecord) -> Observed {
     Observed::Present {
         record,
-        actual_sha256,
+        actual_sha256: data.minted_key_sha256.clone(),
     }
 }
 
@@ -272,6 +298,32 @@ impl KeyTexts {
         std::iter::once(self.key.as_str())
             .chain(self.previous_key.as_ref().map(|k| k.as_str()))
             .collect()
+    }
+}
+
+impl KeyTexts {
+    /// Empty stand-ins for the keys a Secret judged by its view keeps (the
+    /// view holds none), as [`key_texts`] would carry them: never written,
+    /// only compared, by the digests [`carry_key_digests`] puts in their place.
+    pub fn carried_unread(observed: &Observed, found: &DataDigests) -> Self {
+        let has_previous = matches!(observed, Observed::Present { record, .. } if record.previous.is_some())
+            && found.values.contains_key(DATA_PREVIOUS_KEY);
+        KeyTexts {
+            key: Zeroizing::new(String::new()),
+            previous_key: has_previous.then(|| Zeroizing::new(String::new())),
+        }
+    }
+}
+
+/// The digests of the keys carried over from `found`, in place of the
+/// stand-ins' (a stand-in without a key to carry keeps its own digest, so
+/// the Secret differs and is read).
+pub fn carry_key_digests(desired: &mut DataDigests, found: &DataDigests) {
+    for name in [DATA_KEY, DATA_PREVIOUS_KEY] {
+        if let (Some(value), Some(digest)) = (desired.values.get_mut(name), found.values.get(name))
+        {
+            value.clone_from(digest);
+        }
     }
 }
 
@@ -430,8 +482,13 @@ pub struct Writes {
 
 /// What it takes to bring `existing` to `desired`; keymint's field ownership
 /// is read from `managedFields` once for both answers.
-pub fn writes(existing: Option<&Secret>, desired: &Secret) -> Writes {
-    let Some(existing) = existing else {
+/// Data compare by digest, so `existing` may be a view without values.
+pub fn writes(
+    existing: Option<(&Secret, &DataDigests)>,
+    desired: &Secret,
+    desired_data: &DataDigests,
+) -> Writes {
+    let Some((existing, existing_data)) = existing else {
         return Writes {
             apply: true,
             remove: None,
@@ -439,12 +496,24 @@ pub fn writes(existing: Option<&Secret>, desired: &Secret) -> Writes {
     };
     let owned = OwnedFields::of(&existing.metadata);
     Writes {
-        apply: differs(existing, desired, &owned),
-        remove: stale_fields(existing, desired, &owned),
+        apply: differs(existing, existing_data, desired, desired_data, &owned),
+        remove: stale_fields(existing_data, desired_data, existing, desired, &owned),
     }
 }
 
-fn differs(existing: &Secret, desired: &Secret, owned: &OwnedFields) -> bool {
+impl Writes {
+    pub fn any(&self) -> bool {
+        self.apply || self.remove.is_some()
+    }
+}
+
+fn differs(
+    existing: &Secret,
+    existing_data: &DataDigests,
+    desired: &Secret,
+    desired_data: &DataDigests,
+    owned: &OwnedFields,
+) -> bool {
     let differs = |wanted: Option<&BTreeMap<String, String>>,
                    found: Option<&BTreeMap<String, String>>,
                    owned: &BTreeSet<String>| {
@@ -454,8 +523,7 @@ fn differs(existing: &Secret, desired: &Secret, owned: &OwnedFields) -> bool {
             || owned.iter().any(|k| !wanted.contains_key(k))
     };
     let data_differs = {
-        let wanted = desired.data.clone().unwrap_or_default();
-        let found = existing.data.clone().unwrap_or_default();
+        let (wanted, found) = (&desired_data.values, &existing_data.values);
         wanted.iter().any(|(k, v)| found.get(k) != Some(v))
             || owned.data.iter().any(|k| !wanted.contains_key(k))
     };
@@ -495,15 +563,18 @@ fn differs(existing: &Secret, desired: &Secret, owned: &OwnedFields) -> bool {
 /// want, and server-side apply will not remove because keymint's field
 /// manager does not own them (someone erased its managedFields, or planted
 /// them): a JSON merge patch that removes them.
-fn stale_fields(existing: &Secret, desired: &Secret, owned: &OwnedFields) -> Option<Value> {
-    let wanted_data = desired.data.as_ref();
-    let data: serde_json::Map<String, Value> = existing
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, _)| k)
+fn stale_fields(
+    existing_data: &DataDigests,
+    desired_data: &DataDigests,
+    existing: &Secret,
+    desired: &Secret,
+    owned: &OwnedFields,
+) -> Option<Value> {
+    let data: serde_json::Map<String, Value> = existing_data
+        .values
+        .keys()
         .filter(|k| [DATA_KEY, DATA_ID, DATA_PREVIOUS_KEY, DATA_PREVIOUS_ID].contains(&k.as_str()))
-        .filter(|k| !wanted_data.is_some_and(|d| d.contains_key(*k)) && !owned.data.contains(*k))
+        .filter(|k| !desired_data.values.contains_key(*k) && !owned.data.contains(*k))
         .map(|k| (k.clone(), Value::Null))
         .collect();
     let wanted_annotations = desired.metadata.annotations.as_ref();
@@ -631,7 +702,18 @@ mod tests {
     }
 
     fn classified(secret: Secret, claim: &Claim<'_>, status: Option<&KeyStatus>) -> Found {
-        classify(Some(secret), claim, signing_key(), status)
+        let data = DataDigests::of(&secret);
+        classify(Some(secret), &data, claim, signing_key(), status)
+    }
+
+    /// [`writes`] for Secrets that hold their values.
+    fn writes_full(existing: Option<&Secret>, desired: &Secret) -> Writes {
+        let found = existing.map(DataDigests::of);
+        writes(
+            existing.zip(found.as_ref()),
+            desired,
+            &DataDigests::of(desired),
+        )
     }
 
     fn tampered(secret: Secret, status: &KeyStatus) -> bool {
@@ -689,7 +771,7 @@ mod tests {
             panic!("a Secret keymint wrote verifies");
         };
         assert_eq!(
-            observe(&found, trusted),
+            observe(&DataDigests::of(&found), trusted),
             Observed::Present {
                 record: record.clone(),
                 actual_sha256: Some(record.sha256.clone())
@@ -909,7 +991,13 @@ mod tests {
         // Signed under another operator's key: not ours.
         let stranger = SigningKey::new(&[8; 32]).expect("key");
         assert!(matches!(
-            classify(Some(secret.clone()), &CLAIM, &stranger, None),
+            classify(
+                Some(secret.clone()),
+                &DataDigests::of(&secret),
+                &CLAIM,
+                &stranger,
+                None
+            ),
             Found::Foreign(_)
         ));
         let mut opaque = secret;
@@ -923,7 +1011,7 @@ mod tests {
             Found::Foreign(Foreign::Application)
         ));
         assert!(matches!(
-            classify(None, &CLAIM, signing_key(), None),
+            classify(None, &DataDigests::default(), &CLAIM, signing_key(), None),
             Found::Nothing
         ));
     }
@@ -933,8 +1021,8 @@ mod tests {
         let record = record();
         let desired = written(&record);
         let mut existing = desired.clone();
-        assert!(!writes(Some(&existing), &desired).apply);
-        assert!(writes(None, &desired).apply);
+        assert!(!writes_full(Some(&existing), &desired).apply);
+        assert!(writes_full(None, &desired).apply);
 
         // The grace period ended: previous-key is no longer wanted but still owned.
         let mut without_previous = record.clone();
@@ -949,7 +1037,7 @@ mod tests {
             }))),
             ..Default::default()
         }]);
-        assert!(writes(Some(&existing), &smaller).apply);
+        assert!(writes_full(Some(&existing), &smaller).apply);
 
         // A field someone else added is not ours to remove.
         let mut with_foreign_label = desired.clone();
@@ -959,7 +1047,7 @@ mod tests {
             .as_mut()
             .expect("labels")
             .insert("added-by-user".into(), "x".into());
-        assert!(!writes(Some(&with_foreign_label), &desired).apply);
+        assert!(!writes_full(Some(&with_foreign_label), &desired).apply);
 
         // An edited value is written back.
         let mut edited = desired.clone();
@@ -968,7 +1056,7 @@ mod tests {
             .as_mut()
             .expect("data")
             .insert(DATA_KEY.into(), ByteString(b"ak_other".to_vec()));
-        assert!(writes(Some(&edited), &desired).apply);
+        assert!(writes_full(Some(&edited), &desired).apply);
     }
 
     mod properties {

@@ -18,6 +18,6 @@ pub use schedule::{
 };
 pub use token::{
     DEFAULT_ENTROPY_BITS, MAX_ENTROPY_BITS, MIN_ENTROPY_BITS, Token, TokenError, is_valid_key_id,
-    is_valid_prefix, mint_token_with, new_key_id_with, sha256_hex, try_mint_token, try_new_key_id,
-    verify_checksum,
+    is_valid_prefix, mint_token_with, new_key_id_with, sha256_bytes_hex, sha256_hex,
+    try_mint_token, try_new_key_id, verify_checksum,
 };

@@ -228,7 +228,12 @@ pub fn verify_checksum(token: &str) -> Result<(), TokenError> {
 /// Lowercase hex SHA-256 of `token` (64 characters), for the
 /// `keymint.dev/key-sha256` annotation and `status.keySHA256`.
 pub fn sha256_hex(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+    sha256_bytes_hex(token.as_bytes())
+}
+
+/// Lower-case hex SHA-256 of any bytes (a Secret's data value).
+pub fn sha256_bytes_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// Lower-case hexadecimal.

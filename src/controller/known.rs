@@ -1,0 +1,230 @@
+//! The managed Secrets as keymint found them when it started: each one's
+//! metadata and the SHA-256 of its data values (never the values). After a
+//! restart, the first reconcile of an up-to-date key is decided from its
+//! view instead of a read of its Secret; anything else reads it as before.
+//!
+//! A view is only trusted while nothing says the Secret changed: the Secret
+//! watch drops it at the first version that differs, the reconcile that uses
+//! it consumes it, and a key that needs any write reads its Secret first. A
+//! change the watch has not yet delivered wakes the key again when it is,
+//! and that reconcile reads the Secret: a tampered Secret is never missed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta};
+use kube::runtime::watcher;
+use tracing::{info, warn};
+
+use super::FIELD_MANAGER;
+use super::lenient::Parsed;
+use super::secret::{self, DataDigests};
+
+/// A startup list longer than this is cut short: the views only save reads.
+const LOAD_LIMIT: Duration = Duration::from_secs(30);
+/// Secrets per page where the list is paged (a page is held whole).
+const PAGE_SIZE: u32 = 50;
+
+/// A Secret without its values.
+pub struct KnownSecret {
+    pub secret: Secret,
+    pub data: DataDigests,
+}
+
+#[derive(Default)]
+pub struct KnownSecrets {
+    views: Mutex<HashMap<(String, String), KnownSecret>>,
+}
+
+impl KnownSecrets {
+    /// Lists the managed Secrets of each scope (`None`: all namespaces),
+    /// keeping a view of each: as a streaming list (one Secret at a time)
+    /// where the API server has them, else paged. The first error ends a
+    /// scope's list: the views only save reads, and the controllers wait.
+    pub async fn load(&self, client: &kube::Client, scopes: &[Option<String>], labels: &str) {
+        let started = std::time::Instant::now();
+        for scope in scopes {
+            let api: Api<Parsed<Secret>> = match scope {
+                Some(namespace) => Api::namespaced(client.clone(), namespace),
+                None => Api::all(client.clone()),
+            };
+            let streaming = watcher::Config::default().labels(labels).streaming_lists();
+            let paged = watcher::Config::default()
+                .labels(labels)
+                .page_size(PAGE_SIZE);
+            for config in [streaming, paged] {
+                let left = LOAD_LIMIT.saturating_sub(started.elapsed());
+                match tokio::time::timeout(left, self.list(api.clone(), config)).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(error)) => warn!(%error, "startup list of managed Secrets"),
+                    Err(_) => {
+                        warn!(
+                            "startup list of managed Secrets cut short; keys not listed read their Secret"
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+        info!(
+            secrets = self.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "managed Secrets listed"
+        );
+    }
+
+    async fn list(
+        &self,
+        api: Api<Parsed<Secret>>,
+        config: watcher::Config,
+    ) -> Result<(), watcher::Error> {
+        let mut events = std::pin::pin!(watcher::watcher(api, config));
+        while let Some(event) = events.next().await {
+            match event? {
+                watcher::Event::InitApply(Parsed::Ok(found)) => self.keep(found),
+                watcher::Event::InitDone => return Ok(()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the view of one listed Secret; its values are wiped here.
+    pub fn keep(&self, mut found: Secret) {
+        let data = DataDigests::of(&found);
+        secret::wipe(&mut found);
+        found.data = None;
+        found.string_data = None;
+        // Only keymint's own entries are ever read (its owned fields).
+        if let Some(entries) = found.metadata.managed_fields.as_mut() {
+            entries.retain(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER));
+        }
+        let (Some(namespace), Some(name)) = (
+            found.metadata.namespace.clone(),
+            found.metadata.name.clone(),
+        ) else {
+            return;
+        };
+        self.lock().insert(
+            (namespace, name),
+            KnownSecret {
+                secret: found,
+                data,
+            },
+        );
+    }
+
+    /// The view of a Secret, consumed: it serves one reconcile at most.
+    pub fn take(&self, namespace: &str, name: &str) -> Option<KnownSecret> {
+        let mut views = self.lock();
+        if views.is_empty() {
+            return None;
+        }
+        let view = views.remove(&(namespace.to_string(), name.to_string()));
+        if views.is_empty() {
+            views.shrink_to_fit();
+        }
+        view
+    }
+
+    /// The Secret watch saw this version: a view of another version goes.
+    pub fn seen(&self, metadata: &ObjectMeta) {
+        let mut views = self.lock();
+        if views.is_empty() {
+            return;
+        }
+        let (Some(namespace), Some(name)) = (&metadata.namespace, &metadata.name) else {
+            return;
+        };
+        let key = (namespace.clone(), name.clone());
+        if views
+            .get(&key)
+            .is_some_and(|view| view.secret.metadata.resource_version != metadata.resource_version)
+        {
+            views.remove(&key);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), KnownSecret>> {
+        // A panic elsewhere never leaves a half-written map (each change is
+        // one insert or remove): the views stay usable.
+        self.views
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use serde_json::json;
+
+    fn listed(rv: &str) -> Secret {
+        let mut found: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "billing", "namespace": "team", "resourceVersion": rv,
+                "managedFields": [
+                    {"manager": "keymint", "operation": "Apply", "apiVersion": "v1"},
+                    {"manager": "kubectl-edit", "operation": "Update", "apiVersion": "v1"}]},
+            "type": "keymint.dev/key"
+        }))
+        .expect("secret");
+        found.data = Some([("key".to_string(), ByteString(b"ak_x".to_vec()))].into());
+        found
+    }
+
+    fn meta(rv: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("billing".into()),
+            namespace: Some("team".into()),
+            resource_version: Some(rv.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_view_holds_digests_not_values_and_serves_once() {
+        let known = KnownSecrets::default();
+        known.keep(listed("7"));
+        let view = known.take("team", "billing").expect("view");
+        assert_eq!(view.secret.data, None);
+        assert_eq!(
+            view.data.values.get("key"),
+            Some(&crate::keys::sha256_hex("ak_x"))
+        );
+        let managers: Vec<_> = view
+            .secret
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|e| e.manager.as_deref())
+            .collect();
+        assert_eq!(managers, ["keymint"]);
+        assert!(known.take("team", "billing").is_none(), "consumed");
+    }
+
+    #[test]
+    fn a_view_goes_once_the_watch_sees_another_version() {
+        let known = KnownSecrets::default();
+        known.keep(listed("7"));
+        known.seen(&meta("7"));
+        assert_eq!(known.len(), 1, "the same version keeps its view");
+        known.seen(&meta("8"));
+        assert!(
+            known.is_empty(),
+            "a changed Secret is read, not judged by its view"
+        );
+    }
+}
