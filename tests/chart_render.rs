@@ -607,3 +607,25 @@ fn the_verifier_reads_only_its_ring_secret_and_runs_restricted() {
             .contains("verifier.keyRingSecret is required")
     );
 }
+
+#[test]
+fn rotation_pacing_values_become_the_operator_flags() {
+    let args_of = |set: &[&str]| -> Vec<Value> {
+        let documents = render(set).expect("render");
+        let deployment = find(&documents, "Deployment", "keymint", Some("keymint-system"));
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .clone()
+    };
+    let defaults = args_of(&[]);
+    for flag in ["--rotation-spread=0s", "--max-rotations-per-second=50"] {
+        assert!(defaults.contains(&json!(flag)), "{flag} in {defaults:?}");
+    }
+    let set = args_of(&["--set", "rotations.spread=10m,rotations.maxPerSecond=20"]);
+    for flag in ["--rotation-spread=10m", "--max-rotations-per-second=20"] {
+        assert!(set.contains(&json!(flag)), "{flag} in {set:?}");
+    }
+    let error = render(&["--set", "rotations.spread=ten minutes"]).expect_err("rendered");
+    assert!(error.contains("rotations.spread") || error.contains("spread"), "{error}");
+}
