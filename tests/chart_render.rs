@@ -627,5 +627,8 @@ fn rotation_pacing_values_become_the_operator_flags() {
         assert!(set.contains(&json!(flag)), "{flag} in {set:?}");
     }
     let error = render(&["--set", "rotations.spread=ten minutes"]).expect_err("rendered");
-    assert!(error.contains("rotations.spread") || error.contains("spread"), "{error}");
+    assert!(
+        error.contains("rotations.spread") || error.contains("spread"),
+        "{error}"
+    );
 }

@@ -148,6 +148,15 @@ async fn a_secret_the_operator_may_not_read_is_reported_and_retried_with_backoff
         .expect("apply");
     wait_ready(&open_keys, "fine").await;
 
+    // A Secret is there already (a new key's Secret is created without a
+    // read, so only an existing one must be read): another application's.
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &locked)
+        .create(
+            &Default::default(),
+            &opaque_secret("unreadable", &[("password", "hunter2")]),
+        )
+        .await
+        .expect("create the Secret");
     let locked_keys = Api::<ApiKey>::namespaced(client.clone(), &locked);
     let mark = audit_mark();
     apply(&locked_keys, &api_key("unreadable", read_only()))
@@ -194,7 +203,8 @@ async fn a_secret_the_operator_may_not_read_is_reported_and_retried_with_backoff
         "retried with exponential backoff: {attempts} reads in 40 s"
     );
 
-    // Granting the read ends it: the key is issued.
+    // Granting the read ends it: the Secret is read, found to be another
+    // application's, and left alone.
     grant(&client, &[&locked]).await;
-    wait_ready(&locked_keys, "unreadable").await;
+    wait_reason(&locked_keys, "unreadable", "False", "SecretConflict").await;
 }

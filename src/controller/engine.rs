@@ -100,9 +100,9 @@ pub async fn reconcile<K: KeyResource>(
 /// Whether a reconcile reads the resource's Secret before deciding.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ReadSecret {
-    /// Not when the resource's status names no key issued to it (a new
-    /// resource): its Secret is almost always absent, and the create-only
-    /// apply refuses to touch one that exists after all (then it is read).
+    /// Not when the resource has no status yet (a new resource): its Secret
+    /// is almost always absent, and the create-only apply refuses to touch
+    /// one that exists after all (then it is read).
     /// Nor when its startup view proves it up to date (see [`super::known`]).
     IfNeeded,
     Always,
@@ -225,7 +225,10 @@ async fn prepare<K: KeyResource>(
     };
     let issued_here = status.is_some_and(|status| secret::issued_here(status, &ids));
     let lazy = read == ReadSecret::IfNeeded;
-    let unread = lazy && !issued_here;
+    // Once keymint has reported anything (a conflict, a bad spec) the
+    // Secret is read as before: a blocked resource does not retry the
+    // create-only apply on every reconcile.
+    let unread = lazy && !issued_here && status.is_none_or(|s| s.conditions.is_empty());
     let view = if lazy && issued_here {
         ctx.known.take(&namespace, &secret_name)
     } else {
