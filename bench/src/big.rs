@@ -37,12 +37,8 @@ pub async fn run(
     options: &Options,
     results: &mut Run,
 ) -> Result<Vec<PathBuf>> {
-    let client = plane.client().await?;
-    if results.kubernetes_version.is_empty() {
-        results.kubernetes_version = cluster::server_version(&client).await?;
-    }
+    let client = phases::prepare(plane, options, results).await?;
     let server = ServerProcesses::find(plane.dir())?;
-    phases::prepare(&client, options.concurrency).await?;
     let mut big = BigRound {
         keys: options.big_keys,
         mint: None,

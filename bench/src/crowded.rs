@@ -37,11 +37,7 @@ pub async fn run(
     options: &Options,
     results: &mut Run,
 ) -> Result<Vec<PathBuf>> {
-    let client = plane.client().await?;
-    if results.kubernetes_version.is_empty() {
-        results.kubernetes_version = cluster::server_version(&client).await?;
-    }
-    phases::prepare(&client, options.concurrency).await?;
+    let client = phases::prepare(plane, options, results).await?;
     // An operator on all namespaces would take the warm-up's keys and
     // keymint-labelled Secrets for its own.
     cluster::delete_namespace(&client, phases::WARM_UP_NAMESPACE, Duration::from_secs(120)).await?;

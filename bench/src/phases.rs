@@ -45,8 +45,7 @@ pub async fn run(
     options: &Options,
     results: &mut Run,
 ) -> Result<Vec<PathBuf>> {
-    let client = plane.client().await?;
-    results.kubernetes_version = cluster::server_version(&client).await?;
+    let client = prepare(plane, options, results).await?;
     progress(&format!(
         "Kubernetes {}, keymint {}, {} CPUs, load {:.1}",
         results.kubernetes_version,
@@ -55,7 +54,6 @@ pub async fn run(
         results.machine.load_at_start
     ));
     let server = ServerProcesses::find(plane.dir())?;
-    prepare(&client, options.concurrency).await?;
     remove_old_profiles(&options.out);
     let mut written = Vec::new();
     for &keys in &options.keys {
@@ -71,12 +69,22 @@ pub async fn run(
     Ok(written)
 }
 
-/// A fresh control plane made ready for keys: keymint's CRDs, the operator's
-/// namespace, and the server warmed up.
-pub async fn prepare(client: &kube::Client, concurrency: usize) -> Result<()> {
-    cluster::install_crds(client).await?;
-    cluster::create_namespace(client, "keymint-system").await?;
-    warm_up(client, concurrency).await
+/// A phase's fresh control plane made ready for keys: a client, the
+/// Kubernetes version recorded (once per run), keymint's CRDs, the
+/// operator's namespace, and the server warmed up.
+pub async fn prepare(
+    plane: &ControlPlane,
+    options: &Options,
+    results: &mut Run,
+) -> Result<kube::Client> {
+    let client = plane.client().await?;
+    if results.kubernetes_version.is_empty() {
+        results.kubernetes_version = cluster::server_version(&client).await?;
+    }
+    cluster::install_crds(&client).await?;
+    cluster::create_namespace(&client, "keymint-system").await?;
+    warm_up(&client, options.concurrency).await?;
+    Ok(client)
 }
 
 /// What every phase of one round works with.

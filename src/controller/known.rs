@@ -27,6 +27,11 @@ use super::secret::{self, DataDigests};
 const LOAD_LIMIT: Duration = Duration::from_secs(30);
 /// Secrets per page where the list is paged (a page is held whole).
 const PAGE_SIZE: u32 = 50;
+/// A keymint Secret's metadata is 1 to 3 KiB (more with a large template);
+/// a Secret past this is read instead.
+const MAX_VIEW_METADATA_BYTES: usize = 16 * 1024;
+/// keymint writes four data values; a Secret with many more is read.
+const MAX_VIEW_DATA_ENTRIES: usize = 16;
 
 /// A Secret without its values.
 pub struct KnownSecret {
@@ -92,7 +97,10 @@ impl KnownSecrets {
         Ok(())
     }
 
-    /// Keeps the view of one listed Secret; its values are wiped here.
+    /// Keeps the view of one listed Secret; its values are wiped here. Only
+    /// a Secret that looks like keymint's own gets one, and only a small
+    /// one: anyone may label a Secret, and the views must not let a tenant
+    /// make the operator hold large objects (such Secrets are simply read).
     pub fn keep(&self, mut found: Secret) {
         let data = DataDigests::of(&found);
         secret::wipe(&mut found);
@@ -101,6 +109,17 @@ impl KnownSecrets {
         // Only keymint's own entries are ever read (its owned fields).
         if let Some(entries) = found.metadata.managed_fields.as_mut() {
             entries.retain(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER));
+        }
+        let signed = found
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(secret::RECORD_SIGNATURE));
+        let small = data.values.len() <= MAX_VIEW_DATA_ENTRIES
+            && serde_json::to_vec(&found.metadata)
+                .is_ok_and(|json| json.len() <= MAX_VIEW_METADATA_BYTES);
+        if found.type_.as_deref() != Some(secret::SECRET_TYPE) || !signed || !small {
+            return;
         }
         let (Some(namespace), Some(name)) = (
             found.metadata.namespace.clone(),
@@ -174,6 +193,7 @@ mod tests {
     fn listed(rv: &str) -> Secret {
         let mut found: Secret = serde_json::from_value(json!({
             "metadata": {"name": "billing", "namespace": "team", "resourceVersion": rv,
+                "annotations": {"keymint.dev/record-signature": "s"},
                 "managedFields": [
                     {"manager": "keymint", "operation": "Apply", "apiVersion": "v1"},
                     {"manager": "kubectl-edit", "operation": "Update", "apiVersion": "v1"}]},
@@ -213,6 +233,33 @@ mod tests {
             .collect();
         assert_eq!(managers, ["keymint"]);
         assert!(known.take("team", "billing").is_none(), "consumed");
+    }
+
+    #[test]
+    fn only_small_secrets_that_look_like_keymints_get_a_view() {
+        let known = KnownSecrets::default();
+        let mut opaque = listed("7");
+        opaque.type_ = Some("Opaque".into());
+        known.keep(opaque);
+        let mut unsigned = listed("7");
+        unsigned.metadata.annotations = None;
+        known.keep(unsigned);
+        let mut large = listed("7");
+        large.metadata.annotations.get_or_insert_default().insert(
+            "team.example/notes".into(),
+            "x".repeat(MAX_VIEW_METADATA_BYTES),
+        );
+        known.keep(large);
+        let mut wide = listed("7");
+        wide.data = Some(
+            (0..=MAX_VIEW_DATA_ENTRIES)
+                .map(|i| (format!("k{i}"), ByteString(vec![1])))
+                .collect(),
+        );
+        known.keep(wide);
+        assert!(known.is_empty(), "each of these is read, not viewed");
+        known.keep(listed("7"));
+        assert_eq!(known.len(), 1);
     }
 
     #[test]
