@@ -1527,6 +1527,25 @@ mod tests {
         assert_eq!(event["reason"], json!("SecretConflict"));
     }
 
+    /// Reconciles the APIKey again with the status its first mint wrote.
+    fn reconcile_issued(
+        ctx: Arc<Context>,
+        status: &Value,
+    ) -> tokio::task::JoinHandle<crate::controller::Result<kube::runtime::controller::Action>> {
+        tokio::spawn(reconcile(
+            Arc::new(Parsed::Ok(api_key(Some(status["status"].clone())))),
+            ctx,
+        ))
+    }
+
+    /// Once every client is dropped, the mock reports the end rather than
+    /// another request.
+    async fn assert_no_more_requests(mut handle: Handle, what: &str) {
+        let next =
+            tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request()).await;
+        assert!(matches!(next, Ok(None)), "{what}");
+    }
+
     #[tokio::test]
     async fn an_up_to_date_key_costs_one_read_and_no_write() {
         // First reconcile: capture what keymint writes.
@@ -1534,10 +1553,7 @@ mod tests {
 
         // Second reconcile of the same state: one GET, nothing else.
         let (ctx, mut handle) = context();
-        let run = tokio::spawn(reconcile(
-            Arc::new(Parsed::Ok(api_key(Some(status["status"].clone())))),
-            ctx,
-        ));
+        let run = reconcile_issued(ctx, &status);
         expect(
             &mut handle,
             Method::GET,
@@ -1548,30 +1564,20 @@ mod tests {
         finish(run).await;
         // The reconcile has finished and dropped its client: the mock reports
         // the end rather than another request.
-        let next =
-            tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request()).await;
-        assert!(
-            matches!(next, Ok(None)),
-            "no further request after the read"
-        );
+        assert_no_more_requests(handle, "no further request after the read").await;
     }
 
     #[tokio::test]
     async fn an_up_to_date_key_after_a_restart_is_confirmed_from_its_view_without_a_read() {
         let FirstMint { secret, status, .. } = first_mint().await;
-        let (ctx, mut handle) = context();
+        let (ctx, handle) = context();
         ctx.known
             .keep(serde_json::from_value(applied(secret).1).expect("secret"));
-        let run = tokio::spawn(reconcile(
-            Arc::new(Parsed::Ok(api_key(Some(status["status"].clone())))),
-            ctx.clone(),
-        ));
+        let run = reconcile_issued(ctx.clone(), &status);
         finish(run).await;
         assert!(ctx.known.is_empty(), "the view served its one reconcile");
         drop(ctx);
-        let next =
-            tokio::time::timeout(std::time::Duration::from_secs(5), handle.next_request()).await;
-        assert!(matches!(next, Ok(None)), "no request at all");
+        assert_no_more_requests(handle, "no request at all").await;
     }
 
     #[tokio::test]
@@ -1591,10 +1597,7 @@ mod tests {
         let (ctx, mut handle) = context();
         ctx.known
             .keep(serde_json::from_value(applied(tampered.clone()).1).expect("secret"));
-        let run = tokio::spawn(reconcile(
-            Arc::new(Parsed::Ok(api_key(Some(status["status"].clone())))),
-            ctx,
-        ));
+        let run = reconcile_issued(ctx, &status);
         expect(
             &mut handle,
             Method::GET,
