@@ -49,6 +49,11 @@ fn busy_requeue() -> Duration {
     BUSY_REQUEUE + BUSY_REQUEUE.mul_f64(3.0 * rand::random::<f64>())
 }
 
+/// `wait`, give or take a quarter: keys told the same wait spread out.
+fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(0.75 + 0.5 * rand::random::<f64>())
+}
+
 /// Longest wait after an error that passes by itself (API server down, 5xx).
 const TRANSIENT_MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// events.k8s.io limits an Event's note to 1 KiB.
@@ -70,11 +75,13 @@ pub async fn reconcile<K: KeyResource>(
         }
     };
     // One namespace never takes every reconcile slot: the others go on.
-    let Some(_slot) = ctx
+    let namespace = resource.meta().namespace.as_deref().unwrap_or_default();
+    let _slot = match ctx
         .pacing
-        .enter(resource.meta().namespace.as_deref().unwrap_or_default())
-    else {
-        return Ok(Action::requeue(busy_requeue()));
+        .enter(namespace, &resource.owner_id().to_string())
+    {
+        Ok(slot) => slot,
+        Err(wait) => return Ok(Action::requeue(jittered(wait))),
     };
     let now = truncate_to_second(Timestamp::now());
     let mut read = ReadSecret::IfNeeded;

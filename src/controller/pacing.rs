@@ -19,6 +19,18 @@ pub const IN_FLIGHT_PER_NAMESPACE: usize = 8;
 /// not an idle share), while the last [`IN_FLIGHT_PER_NAMESPACE`] slots stay
 /// for namespaces within their share, so a flood never holds up another tenant.
 pub const IN_FLIGHT_SHARED: usize = 24;
+/// A key turned away comes back after about its place in its namespace's
+/// line divided by how fast that namespace's reconciles finish, but no
+/// sooner than this...
+pub const LINE_MIN_WAIT: Duration = Duration::from_millis(250);
+/// ...and no later than this (the estimate may be off; a key back early is
+/// only turned away again).
+pub const LINE_MAX_WAIT: Duration = Duration::from_secs(10);
+/// Reconciles finished per second assumed for a namespace not yet measured.
+const ASSUMED_FINISHED_PER_SECOND: f64 = 100.0;
+/// Keys come back this much sooner than the estimate says: a slot left idle
+/// costs more than a key turned away once more.
+const LINE_EAGERNESS: f64 = 1.5;
 /// Events with one reason for one resource: a burst of this many...
 pub const EVENT_BURST: u32 = 5;
 /// ...then one more per this interval.
@@ -81,7 +93,7 @@ const EVENT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Pacing {
     failures: Mutex<HashMap<String, u32>>,
-    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    in_flight: Arc<Mutex<HashMap<String, Slots>>>,
     claimed: Arc<Mutex<HashSet<String>>>,
     events: Mutex<EventBudgets>,
     rotations: Mutex<Option<Rate>>,
@@ -127,18 +139,64 @@ struct EventBudgets {
     swept: Option<Instant>,
 }
 
+/// One namespace's reconciles: those in flight, the keys turned away and not
+/// yet back (their line), and how fast its reconciles finish.
+#[derive(Debug, Default)]
+struct Slots {
+    running: usize,
+    waiting: HashSet<String>,
+    finished: u32,
+    measured_since: Option<Instant>,
+    finished_per_second: Option<f64>,
+}
+
+impl Slots {
+    fn idle(&self) -> bool {
+        self.running == 0 && self.waiting.is_empty()
+    }
+
+    /// Folds the reconciles finished since the last measurement into the
+    /// rate, once a second has passed.
+    fn measure(&mut self, now: Instant) -> f64 {
+        let since = *self.measured_since.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(since).as_secs_f64();
+        if elapsed >= 1.0 {
+            let recent = f64::from(self.finished) / elapsed;
+            let rate = match self.finished_per_second {
+                Some(rate) => (rate + recent) / 2.0,
+                None => recent,
+            };
+            self.finished_per_second = Some(rate);
+            self.finished = 0;
+            self.measured_since = Some(now);
+        }
+        self.finished_per_second
+            .unwrap_or(ASSUMED_FINISHED_PER_SECOND)
+            .max(1.0)
+    }
+
+    /// How long the key at the end of the line waits: its place over the rate.
+    fn wait(&mut self, now: Instant) -> Duration {
+        let rate = self.measure(now) * LINE_EAGERNESS;
+        let place = self.waiting.len() as f64;
+        Duration::from_secs_f64(place / rate).clamp(LINE_MIN_WAIT, LINE_MAX_WAIT)
+    }
+}
+
 /// Held while a reconcile of a namespace runs.
+#[derive(Debug)]
 pub struct InFlight {
     namespace: String,
-    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    in_flight: Arc<Mutex<HashMap<String, Slots>>>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         let mut in_flight = lock(&self.in_flight);
-        if let Some(count) = in_flight.get_mut(&self.namespace) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
+        if let Some(slots) = in_flight.get_mut(&self.namespace) {
+            slots.running = slots.running.saturating_sub(1);
+            slots.finished = slots.finished.saturating_add(1);
+            if slots.idle() {
                 in_flight.remove(&self.namespace);
             }
         }
@@ -194,21 +252,36 @@ impl Pacing {
     /// Forgets the failures of resources `keep` no longer names (deleted).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         lock(&self.failures).retain(|object, _| keep(object));
+        lock(&self.in_flight).retain(|_, slots| {
+            slots.waiting.retain(|object| keep(object));
+            !slots.idle()
+        });
         lock(&self.events)
             .buckets
             .retain(|(object, _), _| keep(object));
     }
 
-    /// A slot for a reconcile in `namespace`, unless it has its share in flight.
-    pub fn enter(&self, namespace: &str) -> Option<InFlight> {
+    /// A slot for a reconcile of `object` in `namespace`, unless the
+    /// namespace has its share in flight: then how long `object` waits
+    /// before it asks again. Turned-away keys wait in proportion to their
+    /// place in the namespace's line instead of all asking again at once:
+    /// thousands of keys of one namespace would otherwise spend the
+    /// operator's CPU being turned away, again and again.
+    pub fn enter(&self, namespace: &str, object: &str) -> Result<InFlight, Duration> {
+        self.enter_at(namespace, object, Instant::now())
+    }
+
+    fn enter_at(&self, namespace: &str, object: &str, now: Instant) -> Result<InFlight, Duration> {
         let mut in_flight = lock(&self.in_flight);
-        let total: usize = in_flight.values().sum();
-        let count = in_flight.entry(namespace.to_string()).or_insert(0);
-        if *count >= IN_FLIGHT_PER_NAMESPACE && total >= IN_FLIGHT_SHARED {
-            return None;
+        let total: usize = in_flight.values().map(|slots| slots.running).sum();
+        let slots = in_flight.entry(namespace.to_string()).or_default();
+        if slots.running >= IN_FLIGHT_PER_NAMESPACE && total >= IN_FLIGHT_SHARED {
+            slots.waiting.insert(object.to_string());
+            return Err(slots.wait(now));
         }
-        *count += 1;
-        Some(InFlight {
+        slots.waiting.remove(object);
+        slots.running += 1;
+        Ok(InFlight {
             namespace: namespace.to_string(),
             in_flight: self.in_flight.clone(),
         })
@@ -286,26 +359,92 @@ mod tests {
         let pacing = Pacing::default();
         // Alone, a namespace goes past its share up to the shared limit...
         let held: Vec<_> = (0..IN_FLIGHT_SHARED)
-            .map(|_| pacing.enter("a").expect("slot"))
-            .collect();
-        assert!(pacing.enter("a").is_none(), "no more than the shared limit");
-        // ...and the slots above it are for namespaces within their share.
-        let others: Vec<_> = (0..IN_FLIGHT_PER_NAMESPACE)
-            .map(|_| pacing.enter("b").expect("other namespaces are not held up"))
+            .map(|n| pacing.enter("a", &format!("a/{n}")).expect("slot"))
             .collect();
         assert!(
-            pacing.enter("b").is_none(),
+            pacing.enter("a", "a/late").is_err(),
+            "no more than the shared limit"
+        );
+        // ...and the slots above it are for namespaces within their share.
+        let others: Vec<_> = (0..IN_FLIGHT_PER_NAMESPACE)
+            .map(|n| {
+                pacing
+                    .enter("b", &format!("b/{n}"))
+                    .expect("other namespaces are not held up")
+            })
+            .collect();
+        assert!(
+            pacing.enter("b", "b/late").is_err(),
             "b is at its share and the shared slots are taken"
         );
         assert!(
-            pacing.enter("c").is_some(),
+            pacing.enter("c", "c/0").is_ok(),
             "a third namespace still gets its share"
         );
         drop(held);
-        assert!(pacing.enter("a").is_some());
+        assert!(pacing.enter("a", "a/late").is_ok());
         drop(others);
-        assert!(lock(&pacing.in_flight).get("a").is_none_or(|n| *n == 0));
-        assert!(lock(&pacing.in_flight).get("b").is_none());
+        assert!(pacing.enter("b", "b/late").is_ok());
+        assert!(lock(&pacing.in_flight).get("a").is_none(), "a at rest");
+        assert!(lock(&pacing.in_flight).get("b").is_none(), "b at rest");
+    }
+
+    #[test]
+    fn keys_turned_away_wait_by_their_place_in_line_and_the_rate_of_finishing() {
+        let pacing = Pacing::default();
+        let start = Instant::now();
+        let mut held: Vec<_> = (0..IN_FLIGHT_SHARED)
+            .map(|n| {
+                pacing
+                    .enter_at("a", &format!("a/{n}"), start)
+                    .expect("slot")
+            })
+            .collect();
+        // Not yet measured: 100 per second assumed, 150 with the eagerness.
+        let waits: Vec<Duration> = (0..3000)
+            .map(|n| {
+                pacing
+                    .enter_at("a", &format!("a/waiting-{n}"), start)
+                    .expect_err("the namespace has its share")
+            })
+            .collect();
+        assert_eq!(waits[0], LINE_MIN_WAIT, "the first in line comes back soon");
+        assert_eq!(waits[299], Duration::from_secs(2), "300th of 150/s");
+        assert_eq!(waits[2999], LINE_MAX_WAIT, "no longer than the bound");
+        assert!(waits.windows(2).all(|pair| pair[0] <= pair[1]), "in order");
+        // A key asking again is not counted twice.
+        assert!(pacing.enter_at("a", "a/waiting-0", start).is_err());
+        assert_eq!(lock(&pacing.in_flight)["a"].waiting.len(), 3000);
+        // 10 finished in the next two seconds: the rate is measured.
+        for _ in 0..10 {
+            held.pop();
+        }
+        let later = start + Duration::from_secs(2);
+        held.extend((0..10).map(|n| {
+            pacing
+                .enter_at("a", &format!("a/{n}"), later)
+                .expect("slot")
+        }));
+        assert!(
+            pacing.enter_at("a", "a/waiting-1", later).is_err(),
+            "full again"
+        );
+        // Deleted keys leave the line: 15 left, one more is 16th at 5 per
+        // second (7.5 with the eagerness).
+        let first_fifteen: HashSet<String> = (0..15).map(|n| format!("a/waiting-{n}")).collect();
+        pacing.retain(|object| first_fifteen.contains(object));
+        assert_eq!(lock(&pacing.in_flight)["a"].waiting.len(), 15);
+        let measured = pacing
+            .enter_at("a", "a/new", later)
+            .expect_err("still full");
+        assert_eq!(measured, Duration::from_secs_f64(16.0 / 7.5));
+        // A key that gets its slot leaves the line.
+        drop(held.pop());
+        assert!(pacing.enter_at("a", "a/waiting-0", later).is_ok());
+        assert_eq!(lock(&pacing.in_flight)["a"].waiting.len(), 15);
+        drop(held);
+        pacing.retain(|_| false);
+        assert!(lock(&pacing.in_flight).is_empty(), "nothing kept at rest");
     }
 
     #[test]
