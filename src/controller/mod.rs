@@ -7,6 +7,7 @@ pub mod holders;
 pub mod kinds;
 pub mod known;
 pub mod lenient;
+pub mod memory;
 pub mod metrics;
 pub mod owner;
 pub mod pacing;

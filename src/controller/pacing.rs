@@ -256,9 +256,14 @@ impl Pacing {
             slots.waiting.retain(|object| keep(object));
             !slots.idle()
         });
-        lock(&self.events)
-            .buckets
-            .retain(|(object, _), _| keep(object));
+        // Full buckets carry no information either: at rest the map empties.
+        let now = Instant::now();
+        let mut events = lock(&self.events);
+        events.buckets.retain(|(object, _), bucket| {
+            bucket.refill(now);
+            keep(object) && bucket.tokens < EVENT_BURST
+        });
+        events.swept = Some(now);
     }
 
     /// A slot for a reconcile of `object` in `namespace`, unless the

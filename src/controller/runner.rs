@@ -511,7 +511,8 @@ fn lister<K: KeyResource>(store: Store<Parsed<K>>) -> OwnerLister {
 
 /// Deleted resources are never reconciled again, so the metrics and the
 /// backoff state forget them by comparing with the caches now and then (a
-/// tenant creating and deleting resources cannot grow them).
+/// tenant creating and deleting resources cannot grow them); then the memory
+/// freed since the last tick goes back to the system.
 async fn forget_deleted(
     ctx: Arc<Context>,
     listers: Vec<OwnerLister>,
@@ -526,6 +527,7 @@ async fn forget_deleted(
                 let present: HashSet<String> = listers.iter().flat_map(|list| list()).collect();
                 ctx.metrics.retain_keys(|owner| present.contains(owner));
                 ctx.pacing.retain(|owner| present.contains(owner));
+                super::memory::release_free_memory();
             }
             _ = &mut stop => return,
         }
