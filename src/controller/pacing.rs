@@ -26,8 +26,10 @@ pub const LINE_MIN_WAIT: Duration = Duration::from_millis(250);
 /// ...and no later than this (the estimate may be off; a key back early is
 /// only turned away again).
 pub const LINE_MAX_WAIT: Duration = Duration::from_secs(10);
-/// Reconciles finished per second assumed for a namespace not yet measured.
-const ASSUMED_FINISHED_PER_SECOND: f64 = 100.0;
+/// The time a reconcile takes, assumed for a namespace not yet measured.
+const ASSUMED_RECONCILE_SECONDS: f64 = 0.1;
+/// The moving average of that time follows about this many reconciles.
+const MEAN_WEIGHT: f64 = 32.0;
 /// Keys come back this much sooner than the estimate says: a slot left idle
 /// costs more than a key turned away once more.
 const LINE_EAGERNESS: f64 = 1.5;
@@ -140,14 +142,13 @@ struct EventBudgets {
 }
 
 /// One namespace's reconciles: those in flight, the keys turned away and not
-/// yet back (their line), and how fast its reconciles finish.
+/// yet back (their line), and how long its reconciles take.
 #[derive(Debug, Default)]
 struct Slots {
     running: usize,
     waiting: HashSet<String>,
-    finished: u32,
-    measured_since: Option<Instant>,
-    finished_per_second: Option<f64>,
+    /// Mean time in flight, seconds (moving average); unset until one ends.
+    mean_seconds: Option<f64>,
 }
 
 impl Slots {
@@ -155,31 +156,23 @@ impl Slots {
         self.running == 0 && self.waiting.is_empty()
     }
 
-    /// Folds the reconciles finished since the last measurement into the
-    /// rate, once a second has passed.
-    fn measure(&mut self, now: Instant) -> f64 {
-        let since = *self.measured_since.get_or_insert(now);
-        let elapsed = now.saturating_duration_since(since).as_secs_f64();
-        if elapsed >= 1.0 {
-            let recent = f64::from(self.finished) / elapsed;
-            let rate = match self.finished_per_second {
-                Some(rate) => (rate + recent) / 2.0,
-                None => recent,
-            };
-            self.finished_per_second = Some(rate);
-            self.finished = 0;
-            self.measured_since = Some(now);
-        }
-        self.finished_per_second
-            .unwrap_or(ASSUMED_FINISHED_PER_SECOND)
-            .max(1.0)
+    fn finished(&mut self, took: Duration) {
+        let took = took.as_secs_f64();
+        self.mean_seconds = Some(match self.mean_seconds {
+            Some(mean) => mean + (took - mean) / MEAN_WEIGHT,
+            None => took,
+        });
     }
 
-    /// How long the key at the end of the line waits: its place over the rate.
-    fn wait(&mut self, now: Instant) -> Duration {
-        let rate = self.measure(now) * LINE_EAGERNESS;
+    /// How long the key at the end of the line waits: its place over how
+    /// many the namespace's slots can finish per second. From the time a
+    /// reconcile takes, not from how many finished: with slots left idle
+    /// that count would fall, and the waits would grow, feeding each other.
+    fn wait(&self) -> Duration {
+        let mean = self.mean_seconds.unwrap_or(ASSUMED_RECONCILE_SECONDS);
+        let capacity = IN_FLIGHT_SHARED as f64 / mean.max(1e-4) * LINE_EAGERNESS;
         let place = self.waiting.len() as f64;
-        Duration::from_secs_f64(place / rate).clamp(LINE_MIN_WAIT, LINE_MAX_WAIT)
+        Duration::from_secs_f64(place / capacity).clamp(LINE_MIN_WAIT, LINE_MAX_WAIT)
     }
 }
 
@@ -187,6 +180,7 @@ impl Slots {
 #[derive(Debug)]
 pub struct InFlight {
     namespace: String,
+    since: Instant,
     in_flight: Arc<Mutex<HashMap<String, Slots>>>,
 }
 
@@ -195,7 +189,7 @@ impl Drop for InFlight {
         let mut in_flight = lock(&self.in_flight);
         if let Some(slots) = in_flight.get_mut(&self.namespace) {
             slots.running = slots.running.saturating_sub(1);
-            slots.finished = slots.finished.saturating_add(1);
+            slots.finished(self.since.elapsed());
             if slots.idle() {
                 in_flight.remove(&self.namespace);
             }
@@ -282,12 +276,13 @@ impl Pacing {
         let slots = in_flight.entry(namespace.to_string()).or_default();
         if slots.running >= IN_FLIGHT_PER_NAMESPACE && total >= IN_FLIGHT_SHARED {
             slots.waiting.insert(object.to_string());
-            return Err(slots.wait(now));
+            return Err(slots.wait());
         }
         slots.waiting.remove(object);
         slots.running += 1;
         Ok(InFlight {
             namespace: namespace.to_string(),
+            since: now,
             in_flight: self.in_flight.clone(),
         })
     }
@@ -395,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_turned_away_wait_by_their_place_in_line_and_the_rate_of_finishing() {
+    fn keys_turned_away_wait_by_their_place_in_line_and_the_time_a_reconcile_takes() {
         let pacing = Pacing::default();
         let start = Instant::now();
         let mut held: Vec<_> = (0..IN_FLIGHT_SHARED)
@@ -405,8 +400,9 @@ mod tests {
                     .expect("slot")
             })
             .collect();
-        // Not yet measured: 100 per second assumed, 150 with the eagerness.
-        let waits: Vec<Duration> = (0..3000)
+        // Not yet measured: 0.1 s a reconcile assumed, so 24 slots finish 240
+        // per second, 360 with the eagerness.
+        let waits: Vec<Duration> = (0..6000)
             .map(|n| {
                 pacing
                     .enter_at("a", &format!("a/waiting-{n}"), start)
@@ -414,39 +410,33 @@ mod tests {
             })
             .collect();
         assert_eq!(waits[0], LINE_MIN_WAIT, "the first in line comes back soon");
-        assert_eq!(waits[299], Duration::from_secs(2), "300th of 150/s");
-        assert_eq!(waits[2999], LINE_MAX_WAIT, "no longer than the bound");
+        assert_eq!(waits[719], Duration::from_secs(2), "720th of 360/s");
+        assert_eq!(waits[5999], LINE_MAX_WAIT, "no longer than the bound");
         assert!(waits.windows(2).all(|pair| pair[0] <= pair[1]), "in order");
         // A key asking again is not counted twice.
         assert!(pacing.enter_at("a", "a/waiting-0", start).is_err());
-        assert_eq!(lock(&pacing.in_flight)["a"].waiting.len(), 3000);
-        // 10 finished in the next two seconds: the rate is measured.
-        for _ in 0..10 {
-            held.pop();
-        }
-        let later = start + Duration::from_secs(2);
-        held.extend((0..10).map(|n| {
-            pacing
-                .enter_at("a", &format!("a/{n}"), later)
-                .expect("slot")
-        }));
-        assert!(
-            pacing.enter_at("a", "a/waiting-1", later).is_err(),
-            "full again"
-        );
-        // Deleted keys leave the line: 15 left, one more is 16th at 5 per
-        // second (7.5 with the eagerness).
-        let first_fifteen: HashSet<String> = (0..15).map(|n| format!("a/waiting-{n}")).collect();
-        pacing.retain(|object| first_fifteen.contains(object));
-        assert_eq!(lock(&pacing.in_flight)["a"].waiting.len(), 15);
-        let measured = pacing
-            .enter_at("a", "a/new", later)
-            .expect_err("still full");
-        assert_eq!(measured, Duration::from_secs_f64(16.0 / 7.5));
-        // A key that gets its slot leaves the line.
+        assert_eq!(lock(&pacing.in_flight)["a"].waiting.len(), 6000);
+        // Deleted keys leave the line; a key that gets its slot leaves it too.
+        let kept: HashSet<String> = (0..720).map(|n| format!("a/waiting-{n}")).collect();
+        pacing.retain(|object| kept.contains(object));
         drop(held.pop());
-        assert!(pacing.enter_at("a", "a/waiting-0", later).is_ok());
-        assert_eq!(lock(&pacing.in_flight)["a"].waiting.len(), 15);
+        held.push(
+            pacing
+                .enter_at("a", "a/waiting-0", start)
+                .expect("its turn"),
+        );
+        assert_eq!(lock(&pacing.in_flight)["a"].waiting.len(), 719);
+        // Reconciles that take 1 ms: the same line is through in 0.06 s.
+        {
+            let mut in_flight = lock(&pacing.in_flight);
+            let slots = in_flight.get_mut("a").expect("a");
+            slots.mean_seconds = None;
+            slots.finished(Duration::from_millis(1));
+        }
+        assert_eq!(
+            pacing.enter_at("a", "a/new", start).expect_err("full"),
+            LINE_MIN_WAIT
+        );
         drop(held);
         pacing.retain(|_| false);
         assert!(lock(&pacing.in_flight).is_empty(), "nothing kept at rest");
