@@ -26,8 +26,6 @@ pub const LINE_MIN_WAIT: Duration = Duration::from_millis(250);
 /// ...and no later than this (the estimate may be off; a key back early is
 /// only turned away again).
 pub const LINE_MAX_WAIT: Duration = Duration::from_secs(10);
-/// The time a reconcile takes, assumed for a namespace not yet measured.
-const ASSUMED_RECONCILE_SECONDS: f64 = 0.1;
 /// The moving average of that time follows about this many reconciles.
 const MEAN_WEIGHT: f64 = 32.0;
 /// Keys come back this much sooner than the estimate says: a slot left idle
@@ -169,7 +167,11 @@ impl Slots {
     /// reconcile takes, not from how many finished: with slots left idle
     /// that count would fall, and the waits would grow, feeding each other.
     fn wait(&self) -> Duration {
-        let mean = self.mean_seconds.unwrap_or(ASSUMED_RECONCILE_SECONDS);
+        // Nothing measured yet (a restart queues every key at once, before
+        // the first reconcile ends): no guess spreads them.
+        let Some(mean) = self.mean_seconds else {
+            return LINE_MIN_WAIT;
+        };
         let capacity = IN_FLIGHT_SHARED as f64 / mean.max(1e-4) * LINE_EAGERNESS;
         let place = self.waiting.len() as f64;
         Duration::from_secs_f64(place / capacity).clamp(LINE_MIN_WAIT, LINE_MAX_WAIT)
@@ -400,8 +402,20 @@ mod tests {
                     .expect("slot")
             })
             .collect();
-        // Not yet measured: 0.1 s a reconcile assumed, so 24 slots finish 240
-        // per second, 360 with the eagerness.
+        // Not yet measured: the shortest wait for all.
+        let early = pacing.enter_at("a", "a/early", start).expect_err("full");
+        assert_eq!(early, LINE_MIN_WAIT);
+        // Reconciles of 0.1 s: 24 slots finish 240 per second, 360 with the
+        // eagerness.
+        lock(&pacing.in_flight)
+            .get_mut("a")
+            .expect("a")
+            .finished(Duration::from_millis(100));
+        lock(&pacing.in_flight)
+            .get_mut("a")
+            .expect("a")
+            .waiting
+            .clear();
         let waits: Vec<Duration> = (0..6000)
             .map(|n| {
                 pacing
