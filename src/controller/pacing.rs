@@ -20,12 +20,12 @@ pub const IN_FLIGHT_PER_NAMESPACE: usize = 8;
 /// for namespaces within their share, so a flood never holds up another tenant.
 pub const IN_FLIGHT_SHARED: usize = 24;
 /// A key turned away comes back after about its place in its namespace's
-/// line divided by how fast that namespace's reconciles finish, but no
+/// line times the time a reconcile takes there, over the slots, but no
 /// sooner than this...
-pub const LINE_MIN_WAIT: Duration = Duration::from_millis(250);
+const LINE_MIN_WAIT: Duration = Duration::from_millis(250);
 /// ...and no later than this (the estimate may be off; a key back early is
 /// only turned away again).
-pub const LINE_MAX_WAIT: Duration = Duration::from_secs(10);
+const LINE_MAX_WAIT: Duration = Duration::from_secs(10);
 /// The moving average of that time follows about this many reconciles.
 const MEAN_WEIGHT: f64 = 32.0;
 /// Keys come back this much sooner than the estimate says: a slot left idle
@@ -137,6 +137,18 @@ impl Rate {
 struct EventBudgets {
     buckets: HashMap<(String, String), Bucket>,
     swept: Option<Instant>,
+}
+
+impl EventBudgets {
+    /// Forgets the full buckets (they carry no information) and those of
+    /// objects `keep` no longer names.
+    fn sweep(&mut self, now: Instant, keep: impl Fn(&str) -> bool) {
+        self.buckets.retain(|(object, _), bucket| {
+            bucket.refill(now);
+            keep(object) && bucket.tokens < EVENT_BURST
+        });
+        self.swept = Some(now);
+    }
 }
 
 /// One namespace's reconciles: those in flight, the keys turned away and not
@@ -253,13 +265,7 @@ impl Pacing {
             !slots.idle()
         });
         // Full buckets carry no information either: at rest the map empties.
-        let now = Instant::now();
-        let mut events = lock(&self.events);
-        events.buckets.retain(|(object, _), bucket| {
-            bucket.refill(now);
-            keep(object) && bucket.tokens < EVENT_BURST
-        });
-        events.swept = Some(now);
+        lock(&self.events).sweep(Instant::now(), keep);
     }
 
     /// A slot for a reconcile of `object` in `namespace`, unless the
@@ -315,11 +321,7 @@ impl Pacing {
             .swept
             .is_none_or(|swept| now.saturating_duration_since(swept) >= EVENT_SWEEP_INTERVAL);
         if events.buckets.len() > 10_000 && sweep_due {
-            events.buckets.retain(|_, bucket| {
-                bucket.refill(now);
-                bucket.tokens < EVENT_BURST
-            });
-            events.swept = Some(now);
+            events.sweep(now, |_| true);
         }
         events
             .buckets
@@ -407,15 +409,12 @@ mod tests {
         assert_eq!(early, LINE_MIN_WAIT);
         // Reconciles of 0.1 s: 24 slots finish 240 per second, 360 with the
         // eagerness.
-        lock(&pacing.in_flight)
-            .get_mut("a")
-            .expect("a")
-            .finished(Duration::from_millis(100));
-        lock(&pacing.in_flight)
-            .get_mut("a")
-            .expect("a")
-            .waiting
-            .clear();
+        {
+            let mut in_flight = lock(&pacing.in_flight);
+            let slots = in_flight.get_mut("a").expect("a");
+            slots.finished(Duration::from_millis(100));
+            slots.waiting.clear();
+        }
         let waits: Vec<Duration> = (0..6000)
             .map(|n| {
                 pacing
