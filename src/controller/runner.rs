@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use super::engine::{error_policy, reconcile};
 use super::holders::{self, Holders, KindCache, RolloutContext, ScopeHolders};
+use super::known::Listing;
 use super::lenient::{MetaOnly, Parsed};
 use super::owner::OwnerId;
 use super::ring::{self, RingContext};
@@ -39,22 +40,12 @@ pub enum Scope {
     Namespaces(Vec<String>),
 }
 
-/// Objects per LIST page: a tenant's objects can be large (annotations up to
-/// 256 KiB), and a page is held in memory whole while it is parsed.
-const PAGE_SIZE: u32 = 50;
-
 fn managed_secrets_label() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
 }
 
-fn managed_secrets() -> watcher::Config {
-    watcher::Config::default()
-        .labels(&managed_secrets_label())
-        .page_size(PAGE_SIZE)
-}
-
-fn key_resources() -> watcher::Config {
-    watcher::Config::default().page_size(PAGE_SIZE)
+fn managed_secrets(listing: Listing) -> watcher::Config {
+    listing.config().labels(&managed_secrets_label())
 }
 
 /// The controller of one key kind, its cache filled by its own watch, which
@@ -62,12 +53,13 @@ fn key_resources() -> watcher::Config {
 /// status write (the reconcile that wrote it acted on that very version).
 fn key_controller<K: KeyResource>(
     ctx: &Arc<Context>,
+    listing: Listing,
     api: Api<Parsed<K>>,
 ) -> Controller<Parsed<K>> {
     let writer = reflector::store::Writer::default();
     let reader = writer.as_reader();
     let ctx = ctx.clone();
-    let trigger = reflector::reflector(writer, watcher::watcher(api, key_resources()))
+    let trigger = reflector::reflector(writer, watcher::watcher(api, listing.config()))
         .applied_objects()
         .try_filter(move |key| {
             futures::future::ready(!ctx.is_own_status(&K::kind(&()), key.meta()))
@@ -181,18 +173,19 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             }
         }
     }
-    ctx.known
+    let listing = ctx
+        .known
         .load(&client, &listed, &managed_secrets_label())
         .await;
     let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let mut listers: Vec<OwnerLister> = Vec::new();
 
     // RootKeys are cluster-scoped; their Secrets live in the allowed namespaces.
-    let mut root_keys = key_controller(&ctx, Api::<Parsed<RootKey>>::all(client.clone()));
+    let mut root_keys = key_controller(&ctx, listing, Api::<Parsed<RootKey>>::all(client.clone()));
     for namespace in &ctx.settings.root_key_namespaces {
         root_keys = root_keys.watches(
             namespaced_api::<MetaOnly<Secret>>(&client, Some(namespace)),
-            managed_secrets(),
+            managed_secrets(listing),
             secret_owners::<RootKey>(&ctx),
         );
     }
@@ -216,23 +209,33 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         wake_account_keys.push(wake_account_key);
         scopes.push(ScopeHolders {
             namespace: namespace.clone(),
-            deployments: workloads.deployments.add(&client, namespace.as_deref()),
-            stateful_sets: workloads.stateful_sets.add(&client, namespace.as_deref()),
-            daemon_sets: workloads.daemon_sets.add(&client, namespace.as_deref()),
+            deployments: workloads
+                .deployments
+                .add(&client, namespace.as_deref(), listing),
+            stateful_sets: workloads
+                .stateful_sets
+                .add(&client, namespace.as_deref(), listing),
+            daemon_sets: workloads
+                .daemon_sets
+                .add(&client, namespace.as_deref(), listing),
         });
         let namespace = namespace.as_deref();
-        let api_keys = key_controller(&ctx, namespaced_api::<Parsed<ApiKey>>(&client, namespace))
-            .reconcile_on(woken_api_keys)
-            .watches(
-                namespaced_api::<MetaOnly<Secret>>(&client, namespace),
-                managed_secrets(),
-                secret_owners::<ApiKey>(&ctx),
-            );
+        let api_keys = key_controller(
+            &ctx,
+            listing,
+            namespaced_api::<Parsed<ApiKey>>(&client, namespace),
+        )
+        .reconcile_on(woken_api_keys)
+        .watches(
+            namespaced_api::<MetaOnly<Secret>>(&client, namespace),
+            managed_secrets(listing),
+            secret_owners::<ApiKey>(&ctx),
+        );
         let api_key_store = api_keys.store();
         api_key_stores.push(api_key_store.clone());
         let api_keys = api_keys.watches(
             namespaced_api::<Parsed<KeyRing>>(&client, None),
-            key_resources(),
+            listing.config(),
             keys_naming(api_key_store),
         );
         listers.push(lister(api_keys.store()));
@@ -244,6 +247,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
 
         let account_keys = key_controller(
             &ctx,
+            listing,
             namespaced_api::<Parsed<ServiceAccountKey>>(&client, namespace),
         )
         .reconcile_on(woken_account_keys);
@@ -253,17 +257,17 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         let account_keys = account_keys
             .watches(
                 namespaced_api::<Parsed<KeyRing>>(&client, None),
-                key_resources(),
+                listing.config(),
                 keys_naming(store.clone()),
             )
             .watches(
                 namespaced_api::<MetaOnly<Secret>>(&client, namespace),
-                managed_secrets(),
+                managed_secrets(listing),
                 secret_owners::<ServiceAccountKey>(&ctx),
             )
             .watches(
                 namespaced_api::<MetaOnly<ServiceAccount>>(&client, namespace),
-                watcher::Config::default().page_size(PAGE_SIZE),
+                listing.config(),
                 move |account| {
                     let account_namespace = account.namespace();
                     let account_name = account.name_any();
@@ -310,6 +314,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         tasks.push(Box::pin(drive_rings(
             client.clone(),
             namespace,
+            listing,
             ring_context.clone(),
             stopped(shutdown.clone()),
         )));
@@ -346,6 +351,7 @@ fn keys_naming<K: KeyResource>(
 async fn drive_rings(
     client: kube::Client,
     namespace: Option<String>,
+    listing: Listing,
     rc: Arc<RingContext>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -353,7 +359,7 @@ async fn drive_rings(
     let namespace = namespace.as_deref();
     let rings = Controller::new(
         namespaced_api::<Parsed<KeyRing>>(client, namespace),
-        key_resources(),
+        listing.config(),
     );
     let ring_store = rings.store();
     let selector_rings = move |_namespace: MetaOnly<Namespace>| {
@@ -375,19 +381,17 @@ async fn drive_rings(
         // Keys in the same watch scope (all namespaces, or this one).
         .watches(
             namespaced_api::<Parsed<ApiKey>>(client, namespace),
-            key_resources(),
+            listing.config(),
             |key| ring::rings_of(&key),
         )
         .watches(
             namespaced_api::<Parsed<ServiceAccountKey>>(client, namespace),
-            key_resources(),
+            listing.config(),
             |key| ring::rings_of(&key),
         )
         .watches(
             namespaced_api::<MetaOnly<Secret>>(client, namespace),
-            watcher::Config::default()
-                .labels(ring::RING_LABEL)
-                .page_size(PAGE_SIZE),
+            listing.config().labels(ring::RING_LABEL),
             |secret| {
                 secret
                     .owner_references()
@@ -403,7 +407,7 @@ async fn drive_rings(
         )
         .watches(
             Api::<MetaOnly<Namespace>>::all(client.clone()),
-            watcher::Config::default().page_size(PAGE_SIZE),
+            listing.config(),
             selector_rings,
         )
         // A burst of key changes (a rollout of many keys, a storm of
@@ -438,11 +442,16 @@ impl<W> KindControllers<W>
 where
     W: rollout::Workload + super::lenient::Trim + serde::de::DeserializeOwned,
 {
-    fn add(&mut self, client: &kube::Client, namespace: Option<&str>) -> KindCache<W> {
+    fn add(
+        &mut self,
+        client: &kube::Client,
+        namespace: Option<&str>,
+        listing: Listing,
+    ) -> KindCache<W> {
         let (nudge, nudged) = mpsc::unbounded();
         let controller = Controller::new(
             namespaced_api::<Parsed<W>>(client, namespace),
-            watcher::Config::default().page_size(PAGE_SIZE),
+            listing.config(),
         )
         .reconcile_on(nudged);
         let store = controller.store();
@@ -553,14 +562,20 @@ mod tests {
     /// key.
     #[test]
     fn secret_watches_are_label_selected_and_metadata_only() {
-        let config = managed_secrets();
+        let config = managed_secrets(Listing::Paged);
         assert_eq!(
             config.label_selector.as_deref(),
             Some("app.kubernetes.io/managed-by=keymint")
         );
         assert!(<MetaOnly<Secret> as Resource>::metadata_api());
         assert!(<MetaOnly<ServiceAccount> as Resource>::metadata_api());
-        assert_eq!(config.page_size, Some(PAGE_SIZE));
+        assert_eq!(config.page_size, Some(50));
+        let streamed = managed_secrets(Listing::Streamed);
+        assert_eq!(streamed.label_selector, config.label_selector);
+        assert_eq!(
+            streamed.initial_list_strategy,
+            watcher::InitialListStrategy::StreamingList
+        );
     }
 
     #[test]
