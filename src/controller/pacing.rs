@@ -4,8 +4,8 @@
 //! reason, and one claim at a time per Secret name. Every map here is keyed
 //! by objects that exist and forgets an entry once it is back at rest.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// First retry after a failure; it doubles up to [`MAX_BACKOFF`].
@@ -19,18 +19,20 @@ pub const IN_FLIGHT_PER_NAMESPACE: usize = 8;
 /// not an idle share), while the last [`IN_FLIGHT_PER_NAMESPACE`] slots stay
 /// for namespaces within their share, so a flood never holds up another tenant.
 pub const IN_FLIGHT_SHARED: usize = 24;
-/// A key turned away comes back after about its place in its namespace's
-/// line times the time a reconcile takes there, over the slots, but no
-/// sooner than this...
+/// A key turned away is woken when a slot frees and it is first in line.
+/// Should that wake be lost (the key it went to was deleted meanwhile), it
+/// also comes back by itself, after its place in its namespace's line times
+/// the time a reconcile takes there over the slots, times this...
+const LINE_PATIENCE: f64 = 2.0;
+/// ...but no sooner than this...
 const LINE_MIN_WAIT: Duration = Duration::from_millis(250);
-/// ...and no later than this (the estimate may be off; a key back early is
-/// only turned away again).
-const LINE_MAX_WAIT: Duration = Duration::from_secs(10);
+/// ...and no later than this.
+const LINE_MAX_WAIT: Duration = Duration::from_secs(60);
 /// The moving average of that time follows about this many reconciles.
 const MEAN_WEIGHT: f64 = 32.0;
-/// Keys come back this much sooner than the estimate says: a slot left idle
-/// costs more than a key turned away once more.
-const LINE_EAGERNESS: f64 = 1.5;
+
+/// Asks for a reconcile of a key (by its owner id) now: a slot is free for it.
+pub type Waker = Box<dyn Fn(&str) + Send + Sync>;
 /// Events with one reason for one resource: a burst of this many...
 pub const EVENT_BURST: u32 = 5;
 /// ...then one more per this interval.
@@ -97,6 +99,7 @@ pub struct Pacing {
     claimed: Arc<Mutex<HashSet<String>>>,
     events: Mutex<EventBudgets>,
     rotations: Mutex<Option<Rate>>,
+    waker: Arc<OnceLock<Waker>>,
 }
 
 /// A rate with a burst of one second's worth: `per_second` tokens, refilled
@@ -152,11 +155,15 @@ impl EventBudgets {
 }
 
 /// One namespace's reconciles: those in flight, the keys turned away and not
-/// yet back (their line), and how long its reconciles take.
+/// yet back (their line, in the order they came), and how long its
+/// reconciles take.
 #[derive(Debug, Default)]
 struct Slots {
     running: usize,
     waiting: HashSet<String>,
+    /// The waiting keys in order; an entry whose key is no longer waiting
+    /// (it got a slot by itself, or was deleted) is skipped.
+    line: VecDeque<String>,
     /// Mean time in flight, seconds (moving average); unset until one ends.
     mean_seconds: Option<f64>,
 }
@@ -164,6 +171,34 @@ struct Slots {
 impl Slots {
     fn idle(&self) -> bool {
         self.running == 0 && self.waiting.is_empty()
+    }
+
+    fn join(&mut self, object: &str) {
+        if self.waiting.insert(object.to_string()) {
+            self.line.push_back(object.to_string());
+        }
+        // Skipped entries never pile up past the keys that wait.
+        if self.line.len() > 2 * self.waiting.len() + 64 {
+            self.forget_skipped();
+        }
+    }
+
+    fn forget_skipped(&mut self) {
+        let waiting = &self.waiting;
+        self.line.retain(|object| waiting.contains(object));
+        if self.line.capacity() > 4 * self.line.len() + 64 {
+            self.line.shrink_to_fit();
+        }
+    }
+
+    /// The first key in line, which leaves it.
+    fn next(&mut self) -> Option<String> {
+        while let Some(object) = self.line.pop_front() {
+            if self.waiting.remove(&object) {
+                return Some(object);
+            }
+        }
+        None
     }
 
     fn finished(&mut self, took: Duration) {
@@ -174,41 +209,75 @@ impl Slots {
         });
     }
 
-    /// How long the key at the end of the line waits: its place over how
-    /// many the namespace's slots can finish per second. From the time a
-    /// reconcile takes, not from how many finished: with slots left idle
-    /// that count would fall, and the waits would grow, feeding each other.
+    /// How long the key at the end of the line waits for a wake before it
+    /// comes back by itself: its place over how many the namespace's slots
+    /// can finish per second, with patience. From the time a reconcile
+    /// takes, not from how many finished: with slots left idle that count
+    /// would fall, and the waits would grow, feeding each other.
     fn wait(&self) -> Duration {
         // Nothing measured yet (a restart queues every key at once, before
         // the first reconcile ends): no guess spreads them.
         let Some(mean) = self.mean_seconds else {
             return LINE_MIN_WAIT;
         };
-        let capacity = IN_FLIGHT_SHARED as f64 / mean.max(1e-4) * LINE_EAGERNESS;
+        let capacity = IN_FLIGHT_SHARED as f64 / mean.max(1e-4) / LINE_PATIENCE;
         let place = self.waiting.len() as f64;
         Duration::from_secs_f64(place / capacity).clamp(LINE_MIN_WAIT, LINE_MAX_WAIT)
     }
 }
 
-/// Held while a reconcile of a namespace runs.
-#[derive(Debug)]
+/// Held while a reconcile of a namespace runs; when it ends, the slot goes
+/// to the first key in line (of this namespace, else of another).
 pub struct InFlight {
     namespace: String,
     since: Instant,
     in_flight: Arc<Mutex<HashMap<String, Slots>>>,
+    waker: Arc<OnceLock<Waker>>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut in_flight = lock(&self.in_flight);
-        if let Some(slots) = in_flight.get_mut(&self.namespace) {
-            slots.running = slots.running.saturating_sub(1);
-            slots.finished(self.since.elapsed());
-            if slots.idle() {
-                in_flight.remove(&self.namespace);
+        let next = {
+            let mut in_flight = lock(&self.in_flight);
+            if let Some(slots) = in_flight.get_mut(&self.namespace) {
+                slots.running = slots.running.saturating_sub(1);
+                slots.finished(self.since.elapsed());
             }
+            next_in_line(&mut in_flight, &self.namespace)
+        };
+        // Outside the lock: the wake may run anything.
+        if let (Some(object), Some(wake)) = (next, self.waker.get()) {
+            wake(&object);
         }
     }
+}
+
+/// The key a freed slot of `namespace` goes to: the first of its own line,
+/// else the first of another namespace's (whose keys were turned away only
+/// because all shared slots were taken). Namespaces left at rest go.
+fn next_in_line(in_flight: &mut HashMap<String, Slots>, namespace: &str) -> Option<String> {
+    let own = in_flight.get_mut(namespace).and_then(Slots::next);
+    let (from, next) = match own {
+        Some(object) => (namespace.to_string(), Some(object)),
+        None => in_flight
+            .iter_mut()
+            .find_map(|(other, slots)| slots.next().map(|object| (other.clone(), Some(object))))
+            .unwrap_or((namespace.to_string(), None)),
+    };
+    for name in [namespace, from.as_str()] {
+        if in_flight.get(name).is_some_and(Slots::idle) {
+            in_flight.remove(name);
+        }
+    }
+    next
 }
 
 /// Held while a reconcile reads and writes one Secret name.
@@ -230,6 +299,12 @@ impl Pacing {
             rotations: Mutex::new(Some(Rate::new(max_rotations_per_second, Instant::now()))),
             ..Default::default()
         }
+    }
+
+    /// How a key first in line is woken when a slot frees (set once, by
+    /// the runner that owns the controllers).
+    pub fn set_waker(&self, waker: Waker) {
+        let _ = self.waker.set(waker);
     }
 
     /// Whether one more scheduled rotation may start now (always, without a
@@ -262,6 +337,7 @@ impl Pacing {
         lock(&self.failures).retain(|object, _| keep(object));
         lock(&self.in_flight).retain(|_, slots| {
             slots.waiting.retain(|object| keep(object));
+            slots.forget_skipped();
             !slots.idle()
         });
         // Full buckets carry no information either: at rest the map empties.
@@ -269,11 +345,11 @@ impl Pacing {
     }
 
     /// A slot for a reconcile of `object` in `namespace`, unless the
-    /// namespace has its share in flight: then how long `object` waits
-    /// before it asks again. Turned-away keys wait in proportion to their
-    /// place in the namespace's line instead of all asking again at once:
-    /// thousands of keys of one namespace would otherwise spend the
-    /// operator's CPU being turned away, again and again.
+    /// namespace has its share in flight: then `object` joins the
+    /// namespace's line, to be woken when a slot is free for it, and the
+    /// answer is how long it waits at most before it asks again by itself.
+    /// Thousands of keys of one namespace asking again and again would
+    /// spend the operator's CPU being turned away.
     pub fn enter(&self, namespace: &str, object: &str) -> Result<InFlight, Duration> {
         self.enter_at(namespace, object, Instant::now())
     }
@@ -283,7 +359,7 @@ impl Pacing {
         let total: usize = in_flight.values().map(|slots| slots.running).sum();
         let slots = in_flight.entry(namespace.to_string()).or_default();
         if slots.running >= IN_FLIGHT_PER_NAMESPACE && total >= IN_FLIGHT_SHARED {
-            slots.waiting.insert(object.to_string());
+            slots.join(object);
             return Err(slots.wait());
         }
         slots.waiting.remove(object);
@@ -292,6 +368,7 @@ impl Pacing {
             namespace: namespace.to_string(),
             since: now,
             in_flight: self.in_flight.clone(),
+            waker: self.waker.clone(),
         })
     }
 
@@ -407,15 +484,16 @@ mod tests {
         // Not yet measured: the shortest wait for all.
         let early = pacing.enter_at("a", "a/early", start).expect_err("full");
         assert_eq!(early, LINE_MIN_WAIT);
-        // Reconciles of 0.1 s: 24 slots finish 240 per second, 360 with the
-        // eagerness.
+        // Reconciles of 0.1 s: 24 slots finish 240 per second; with the
+        // patience a key comes back by itself as if 120 did.
         {
             let mut in_flight = lock(&pacing.in_flight);
             let slots = in_flight.get_mut("a").expect("a");
             slots.finished(Duration::from_millis(100));
             slots.waiting.clear();
+            slots.line.clear();
         }
-        let waits: Vec<Duration> = (0..6000)
+        let waits: Vec<Duration> = (0..8000)
             .map(|n| {
                 pacing
                     .enter_at("a", &format!("a/waiting-{n}"), start)
@@ -423,12 +501,13 @@ mod tests {
             })
             .collect();
         assert_eq!(waits[0], LINE_MIN_WAIT, "the first in line comes back soon");
-        assert_eq!(waits[719], Duration::from_secs(2), "720th of 360/s");
-        assert_eq!(waits[5999], LINE_MAX_WAIT, "no longer than the bound");
+        assert_eq!(waits[239], Duration::from_secs(2), "240th of 120/s");
+        assert_eq!(waits[7999], LINE_MAX_WAIT, "no longer than the bound");
         assert!(waits.windows(2).all(|pair| pair[0] <= pair[1]), "in order");
         // A key asking again is not counted twice.
         assert!(pacing.enter_at("a", "a/waiting-0", start).is_err());
-        assert_eq!(lock(&pacing.in_flight)["a"].waiting.len(), 6000);
+        assert_eq!(lock(&pacing.in_flight)["a"].waiting.len(), 8000);
+        assert_eq!(lock(&pacing.in_flight)["a"].line.len(), 8000);
         // Deleted keys leave the line; a key that gets its slot leaves it too.
         let kept: HashSet<String> = (0..720).map(|n| format!("a/waiting-{n}")).collect();
         pacing.retain(|object| kept.contains(object));
@@ -452,6 +531,45 @@ mod tests {
         );
         drop(held);
         pacing.retain(|_| false);
+        assert!(lock(&pacing.in_flight).is_empty(), "nothing kept at rest");
+    }
+
+    #[test]
+    fn a_freed_slot_wakes_the_first_in_line_of_its_namespace_then_of_others() {
+        let pacing = Pacing::default();
+        let woken = Arc::new(Mutex::new(Vec::<String>::new()));
+        let record = woken.clone();
+        pacing.set_waker(Box::new(move |object| {
+            lock(&record).push(object.to_string())
+        }));
+        let mut a: Vec<_> = (0..IN_FLIGHT_SHARED - IN_FLIGHT_PER_NAMESPACE)
+            .map(|n| pacing.enter("a", &format!("a/{n}")).expect("slot"))
+            .collect();
+        let b: Vec<_> = (0..IN_FLIGHT_PER_NAMESPACE)
+            .map(|n| pacing.enter("b", &format!("b/{n}")).expect("slot"))
+            .collect();
+        for n in 0..3 {
+            assert!(pacing.enter("a", &format!("a/waiting-{n}")).is_err());
+        }
+        assert!(pacing.enter("b", "b/waiting").is_err());
+        // Asking again keeps a key's place.
+        assert!(pacing.enter("a", "a/waiting-0").is_err());
+        drop(a.pop());
+        drop(a.pop());
+        assert_eq!(*lock(&woken), ["a/waiting-0", "a/waiting-1"], "in order");
+        // The woken key takes the slot; one that got a slot by itself (a
+        // timer) is skipped in line.
+        a.push(pacing.enter("a", "a/waiting-0").expect("woken"));
+        a.push(pacing.enter("a", "a/waiting-2").expect("a free slot"));
+        drop(a.pop());
+        drop(a.pop());
+        assert_eq!(
+            *lock(&woken),
+            ["a/waiting-0", "a/waiting-1", "b/waiting"],
+            "a's line empty, b's next; then no one waits"
+        );
+        drop(b);
+        drop(a);
         assert!(lock(&pacing.in_flight).is_empty(), "nothing kept at rest");
     }
 

@@ -181,7 +181,9 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
     let mut listers: Vec<OwnerLister> = Vec::new();
 
     // RootKeys are cluster-scoped; their Secrets live in the allowed namespaces.
-    let mut root_keys = key_controller(&ctx, listing, Api::<Parsed<RootKey>>::all(client.clone()));
+    let (wake_root_key, woken_root_keys) = mpsc::unbounded();
+    let mut root_keys = key_controller(&ctx, listing, Api::<Parsed<RootKey>>::all(client.clone()))
+        .reconcile_on(woken_root_keys);
     for namespace in &ctx.settings.root_key_namespaces {
         root_keys = root_keys.watches(
             namespaced_api::<MetaOnly<Secret>>(&client, Some(namespace)),
@@ -290,6 +292,12 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             stopped(shutdown.clone()),
         )));
     }
+    ctx.pacing.set_waker(line_waker(
+        namespaces.clone(),
+        wake_root_key,
+        wake_api_keys.clone(),
+        wake_account_keys.clone(),
+    ));
     let holders = Arc::new(Holders::new(scopes));
     // The engine reads the consumers' caches through the context.
     let _ = ctx.holders.set(holders.clone());
@@ -321,6 +329,43 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
     }
     tasks.push(Box::pin(forget_deleted(ctx.clone(), listers, shutdown)));
     futures::future::join_all(tasks).await;
+}
+
+/// Wakes a key first in its namespace's line (by its owner id) through the
+/// controller of its kind and watch scope.
+fn line_waker(
+    scopes: Vec<Option<String>>,
+    root_keys: mpsc::UnboundedSender<ObjectRef<Parsed<RootKey>>>,
+    api_keys: Vec<mpsc::UnboundedSender<ObjectRef<Parsed<ApiKey>>>>,
+    account_keys: Vec<mpsc::UnboundedSender<ObjectRef<Parsed<ServiceAccountKey>>>>,
+) -> super::pacing::Waker {
+    Box::new(move |object| {
+        let Ok(owner) = object.parse::<OwnerId>() else {
+            return;
+        };
+        let Some(namespace) = owner.namespace else {
+            if owner.kind == RootKey::kind(&()) {
+                let _ = root_keys.unbounded_send(ObjectRef::new(&owner.name));
+            }
+            return;
+        };
+        let Some(scope) = scopes
+            .iter()
+            .position(|scope| scope.as_deref().is_none_or(|scope| scope == namespace))
+        else {
+            return;
+        };
+        // A send fails only once the controller has stopped.
+        if owner.kind == ApiKey::kind(&()) {
+            if let Some(wake) = api_keys.get(scope) {
+                let _ = wake.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+            }
+        } else if owner.kind == ServiceAccountKey::kind(&()) {
+            if let Some(wake) = account_keys.get(scope) {
+                let _ = wake.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
+            }
+        }
+    })
 }
 
 /// The keys of a store that name a ring: a ring's change wakes them (their
@@ -576,6 +621,40 @@ mod tests {
             streamed.initial_list_strategy,
             watcher::InitialListStrategy::StreamingList
         );
+    }
+
+    #[test]
+    fn the_line_wakes_a_key_through_the_controller_of_its_kind_and_scope() {
+        let (root, mut roots) = mpsc::unbounded();
+        let (api_a, mut woken_a) = mpsc::unbounded();
+        let (api_b, mut woken_b) = mpsc::unbounded();
+        let (accounts_b, mut woken_accounts_b) = mpsc::unbounded();
+        let (accounts_a, _) = mpsc::unbounded();
+        let wake = line_waker(
+            vec![Some("a".into()), Some("b".into())],
+            root,
+            vec![api_a, api_b],
+            vec![accounts_a, accounts_b],
+        );
+        wake("APIKey/b/billing");
+        wake("ServiceAccountKey/b/worker");
+        wake("RootKey/admin");
+        wake("APIKey/elsewhere/x");
+        wake("not an owner");
+        assert_eq!(
+            woken_b.try_next().expect("sent"),
+            Some(ObjectRef::new("billing").within("b"))
+        );
+        assert_eq!(
+            woken_accounts_b.try_next().expect("sent"),
+            Some(ObjectRef::new("worker").within("b"))
+        );
+        assert_eq!(
+            roots.try_next().expect("sent"),
+            Some(ObjectRef::new("admin"))
+        );
+        assert!(woken_a.try_next().is_err(), "nothing for scope a");
+        assert!(woken_b.try_next().is_err(), "one wake each");
     }
 
     #[test]
