@@ -181,6 +181,8 @@ async fn measure(
         "big: restarted, all {n} confirmed in {restart_seconds:.1} s; {} writes",
         requests.object_writes() + requests.event_writes()
     ));
+    // Where the restart's time went: the operator's own log of it.
+    restarted.save_log(&options.out.join(format!("operator-restart-{n}.log")))?;
     restarted.kill()?;
     Ok(())
 }

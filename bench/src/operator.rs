@@ -161,6 +161,12 @@ impl Operator {
         Ok(())
     }
 
+    /// Copies the operator's log (JSON lines, no key material) to `path`.
+    pub fn save_log(&self, path: &std::path::Path) -> Result<()> {
+        std::fs::copy(&self.log, path).map_err(|e| format!("copy {}: {e}", path.display()))?;
+        Ok(())
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();

@@ -102,7 +102,8 @@ fn owner_of<K: KeyResource>(secret: &MetaOnly<Secret>) -> Vec<ObjectRef<Parsed<K
 }
 
 /// The mapper for a controller's Secret watch: the Secret's owner, except for
-/// the echo of keymint's own write (already reconciled).
+/// the echo of keymint's own write (already reconciled) and the version the
+/// startup list saw (every key's first reconcile judges that one).
 fn secret_owners<K: KeyResource>(
     ctx: &Arc<Context>,
 ) -> impl Fn(MetaOnly<Secret>) -> Vec<ObjectRef<Parsed<K>>> + Send + Sync + 'static {
@@ -175,7 +176,9 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
     }
     let listing = ctx
         .known
-        .load(&client, &listed, &managed_secrets_label())
+        .load(&client, &listed, &managed_secrets_label(), &|secret| {
+            ctx.record_own_write(secret)
+        })
         .await;
     let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let mut listers: Vec<OwnerLister> = Vec::new();
@@ -360,10 +363,10 @@ fn line_waker(
             if let Some(wake) = api_keys.get(scope) {
                 let _ = wake.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
             }
-        } else if owner.kind == ServiceAccountKey::kind(&()) {
-            if let Some(wake) = account_keys.get(scope) {
-                let _ = wake.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
-            }
+        } else if owner.kind == ServiceAccountKey::kind(&())
+            && let Some(wake) = account_keys.get(scope)
+        {
+            let _ = wake.unbounded_send(ObjectRef::new(&owner.name).within(&namespace));
         }
     })
 }
@@ -642,19 +645,16 @@ mod tests {
         wake("APIKey/elsewhere/x");
         wake("not an owner");
         assert_eq!(
-            woken_b.try_next().expect("sent"),
+            woken_b.try_recv().ok(),
             Some(ObjectRef::new("billing").within("b"))
         );
         assert_eq!(
-            woken_accounts_b.try_next().expect("sent"),
+            woken_accounts_b.try_recv().ok(),
             Some(ObjectRef::new("worker").within("b"))
         );
-        assert_eq!(
-            roots.try_next().expect("sent"),
-            Some(ObjectRef::new("admin"))
-        );
-        assert!(woken_a.try_next().is_err(), "nothing for scope a");
-        assert!(woken_b.try_next().is_err(), "one wake each");
+        assert_eq!(roots.try_recv().ok(), Some(ObjectRef::new("admin")));
+        assert!(woken_a.try_recv().is_err(), "nothing for scope a");
+        assert!(woken_b.try_recv().is_err(), "one wake each");
     }
 
     #[test]
