@@ -73,11 +73,6 @@ impl KnownSecrets {
     /// where the API server has them, else paged. The first error ends a
     /// scope's list: the views only save reads, and the controllers wait.
     ///
-    /// `listed` is told each Secret's metadata as listed: the first
-    /// reconcile of every key judges that version (from its view, or a read
-    /// of something newer), so the Secret watch's first sight of it need
-    /// not wake the key a second time.
-    ///
     /// Returns how the controllers' watches should list: streamed when every
     /// scope's streaming list worked.
     pub async fn load(
@@ -85,7 +80,6 @@ impl KnownSecrets {
         client: &kube::Client,
         scopes: &[Option<String>],
         labels: &str,
-        listed: &(dyn Fn(&ObjectMeta) + Sync),
     ) -> Listing {
         let started = std::time::Instant::now();
         let mut listing = Listing::Streamed;
@@ -98,7 +92,7 @@ impl KnownSecrets {
             let paged = Listing::Paged.config().labels(labels);
             for (strategy, config) in [(Listing::Streamed, streaming), (Listing::Paged, paged)] {
                 let left = LOAD_LIMIT.saturating_sub(started.elapsed());
-                match tokio::time::timeout(left, self.list(api.clone(), config, listed)).await {
+                match tokio::time::timeout(left, self.list(api.clone(), config)).await {
                     Ok(Ok(())) => break,
                     Ok(Err(error)) => {
                         warn!(%error, "startup list of managed Secrets");
@@ -128,15 +122,11 @@ impl KnownSecrets {
         &self,
         api: Api<Parsed<Secret>>,
         config: watcher::Config,
-        listed: &(dyn Fn(&ObjectMeta) + Sync),
     ) -> Result<(), watcher::Error> {
         let mut events = std::pin::pin!(watcher::watcher(api, config));
         while let Some(event) = events.next().await {
             match event? {
-                watcher::Event::InitApply(Parsed::Ok(found)) => {
-                    listed(&found.metadata);
-                    self.keep(found);
-                }
+                watcher::Event::InitApply(Parsed::Ok(found)) => self.keep(found),
                 watcher::Event::InitDone => return Ok(()),
                 _ => {}
             }

@@ -102,8 +102,7 @@ fn owner_of<K: KeyResource>(secret: &MetaOnly<Secret>) -> Vec<ObjectRef<Parsed<K
 }
 
 /// The mapper for a controller's Secret watch: the Secret's owner, except for
-/// the echo of keymint's own write (already reconciled) and the version the
-/// startup list saw (every key's first reconcile judges that one).
+/// the echo of keymint's own write (already reconciled).
 fn secret_owners<K: KeyResource>(
     ctx: &Arc<Context>,
 ) -> impl Fn(MetaOnly<Secret>) -> Vec<ObjectRef<Parsed<K>>> + Send + Sync + 'static {
@@ -176,9 +175,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
     }
     let listing = ctx
         .known
-        .load(&client, &listed, &managed_secrets_label(), &|secret| {
-            ctx.record_own_write(secret)
-        })
+        .load(&client, &listed, &managed_secrets_label())
         .await;
     let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let mut listers: Vec<OwnerLister> = Vec::new();
