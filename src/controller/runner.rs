@@ -173,10 +173,14 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             }
         }
     }
-    let listing = ctx
-        .known
+    ctx.known
         .load(&client, &listed, &managed_secrets_label())
         .await;
+    // The controllers' watches list paged. With streamed lists an operator
+    // on fixed namespaces under the chart's RBAC did not stop on SIGTERM
+    // (`chart::operator_works_with_exactly_the_charts_service_account`),
+    // not yet understood; the startup list above still streams.
+    let listing = Listing::Paged;
     let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let mut listers: Vec<OwnerLister> = Vec::new();
 
