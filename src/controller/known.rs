@@ -25,36 +25,13 @@ use super::secret::{self, DataDigests};
 
 /// A startup list longer than this is cut short: the views only save reads.
 const LOAD_LIMIT: Duration = Duration::from_secs(30);
-/// Objects per page where a list is paged: a tenant's objects can be large
-/// (annotations up to 256 KiB), and a page is held whole while it is parsed.
+/// Secrets per page where the list is paged (a page is held whole).
 const PAGE_SIZE: u32 = 50;
 /// A keymint Secret's metadata is 1 to 3 KiB (more with a large template);
 /// a Secret past this is read instead.
 const MAX_VIEW_METADATA_BYTES: usize = 16 * 1024;
 /// keymint writes four data values; a Secret with many more is read.
 const MAX_VIEW_DATA_ENTRIES: usize = 16;
-
-/// How the controllers' watches make their first list (and every relist).
-/// Streamed, the API server sends one object at a time on one request,
-/// whatever the count; paged, each page is a request of its own (at 100,000
-/// keys thousands of them) and held whole while it is parsed. Streaming
-/// lists need an API server that serves them (WatchList); the startup list
-/// of managed Secrets finds out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listing {
-    Streamed,
-    Paged,
-}
-
-impl Listing {
-    /// A watch configuration listing this way.
-    pub fn config(self) -> watcher::Config {
-        match self {
-            Listing::Streamed => watcher::Config::default().streaming_lists(),
-            Listing::Paged => watcher::Config::default().page_size(PAGE_SIZE),
-        }
-    }
-}
 
 /// A Secret without its values.
 pub struct KnownSecret {
@@ -72,39 +49,27 @@ impl KnownSecrets {
     /// keeping a view of each: as a streaming list (one Secret at a time)
     /// where the API server has them, else paged. The first error ends a
     /// scope's list: the views only save reads, and the controllers wait.
-    ///
-    /// Returns how the controllers' watches should list: streamed when every
-    /// scope's streaming list worked.
-    pub async fn load(
-        &self,
-        client: &kube::Client,
-        scopes: &[Option<String>],
-        labels: &str,
-    ) -> Listing {
+    pub async fn load(&self, client: &kube::Client, scopes: &[Option<String>], labels: &str) {
         let started = std::time::Instant::now();
-        let mut listing = Listing::Streamed;
         for scope in scopes {
             let api: Api<Parsed<Secret>> = match scope {
                 Some(namespace) => Api::namespaced(client.clone(), namespace),
                 None => Api::all(client.clone()),
             };
-            let streaming = Listing::Streamed.config().labels(labels);
-            let paged = Listing::Paged.config().labels(labels);
-            for (strategy, config) in [(Listing::Streamed, streaming), (Listing::Paged, paged)] {
+            let streaming = watcher::Config::default().labels(labels).streaming_lists();
+            let paged = watcher::Config::default()
+                .labels(labels)
+                .page_size(PAGE_SIZE);
+            for config in [streaming, paged] {
                 let left = LOAD_LIMIT.saturating_sub(started.elapsed());
                 match tokio::time::timeout(left, self.list(api.clone(), config)).await {
                     Ok(Ok(())) => break,
-                    Ok(Err(error)) => {
-                        warn!(%error, "startup list of managed Secrets");
-                        if strategy == Listing::Streamed {
-                            listing = Listing::Paged;
-                        }
-                    }
+                    Ok(Err(error)) => warn!(%error, "startup list of managed Secrets"),
                     Err(_) => {
                         warn!(
                             "startup list of managed Secrets cut short; keys not listed read their Secret"
                         );
-                        return Listing::Paged;
+                        return;
                     }
                 }
             }
@@ -112,10 +77,8 @@ impl KnownSecrets {
         info!(
             secrets = self.len(),
             seconds = started.elapsed().as_secs_f64(),
-            streamed = listing == Listing::Streamed,
             "managed Secrets listed"
         );
-        listing
     }
 
     async fn list(

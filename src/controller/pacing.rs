@@ -264,20 +264,19 @@ impl Drop for InFlight {
 /// else the first of another namespace's (whose keys were turned away only
 /// because all shared slots were taken). Namespaces left at rest go.
 fn next_in_line(in_flight: &mut HashMap<String, Slots>, namespace: &str) -> Option<String> {
-    let own = in_flight.get_mut(namespace).and_then(Slots::next);
-    let (from, next) = match own {
-        Some(object) => (namespace.to_string(), Some(object)),
+    let next = match in_flight.get_mut(namespace).and_then(Slots::next) {
+        Some(object) => Some((namespace.to_string(), object)),
         None => in_flight
             .iter_mut()
-            .find_map(|(other, slots)| slots.next().map(|object| (other.clone(), Some(object))))
-            .unwrap_or((namespace.to_string(), None)),
+            .find_map(|(other, slots)| slots.next().map(|object| (other.clone(), object))),
     };
-    for name in [namespace, from.as_str()] {
+    let from = next.as_ref().map(|(from, _)| from.as_str());
+    for name in [Some(namespace), from].into_iter().flatten() {
         if in_flight.get(name).is_some_and(Slots::idle) {
             in_flight.remove(name);
         }
     }
-    next
+    next.map(|(_, object)| object)
 }
 
 /// Held while a reconcile reads and writes one Secret name.

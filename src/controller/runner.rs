@@ -22,7 +22,6 @@ use tracing::{debug, warn};
 
 use super::engine::{error_policy, reconcile};
 use super::holders::{self, Holders, KindCache, RolloutContext, ScopeHolders};
-use super::known::Listing;
 use super::lenient::{MetaOnly, Parsed};
 use super::owner::OwnerId;
 use super::ring::{self, RingContext};
@@ -44,8 +43,20 @@ fn managed_secrets_label() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
 }
 
-fn managed_secrets(listing: Listing) -> watcher::Config {
-    listing.config().labels(&managed_secrets_label())
+/// Objects per LIST page: a tenant's objects can be large (annotations up to
+/// 256 KiB), and a page is held in memory whole while it is parsed. (Streamed
+/// lists, one object at a time, were tried for these watches: an operator on
+/// fixed namespaces under the chart's RBAC then did not stop on SIGTERM,
+/// `chart::operator_works_with_exactly_the_charts_service_account`, not yet
+/// understood. The startup list of managed Secrets streams.)
+const PAGE_SIZE: u32 = 50;
+
+fn managed_secrets() -> watcher::Config {
+    paged().labels(&managed_secrets_label())
+}
+
+fn paged() -> watcher::Config {
+    watcher::Config::default().page_size(PAGE_SIZE)
 }
 
 /// The controller of one key kind, its cache filled by its own watch, which
@@ -53,13 +64,12 @@ fn managed_secrets(listing: Listing) -> watcher::Config {
 /// status write (the reconcile that wrote it acted on that very version).
 fn key_controller<K: KeyResource>(
     ctx: &Arc<Context>,
-    listing: Listing,
     api: Api<Parsed<K>>,
 ) -> Controller<Parsed<K>> {
     let writer = reflector::store::Writer::default();
     let reader = writer.as_reader();
     let ctx = ctx.clone();
-    let trigger = reflector::reflector(writer, watcher::watcher(api, listing.config()))
+    let trigger = reflector::reflector(writer, watcher::watcher(api, paged()))
         .applied_objects()
         .try_filter(move |key| {
             futures::future::ready(!ctx.is_own_status(&K::kind(&()), key.meta()))
@@ -176,22 +186,17 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
     ctx.known
         .load(&client, &listed, &managed_secrets_label())
         .await;
-    // The controllers' watches list paged. With streamed lists an operator
-    // on fixed namespaces under the chart's RBAC did not stop on SIGTERM
-    // (`chart::operator_works_with_exactly_the_charts_service_account`),
-    // not yet understood; the startup list above still streams.
-    let listing = Listing::Paged;
     let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let mut listers: Vec<OwnerLister> = Vec::new();
 
     // RootKeys are cluster-scoped; their Secrets live in the allowed namespaces.
     let (wake_root_key, woken_root_keys) = mpsc::unbounded();
-    let mut root_keys = key_controller(&ctx, listing, Api::<Parsed<RootKey>>::all(client.clone()))
+    let mut root_keys = key_controller(&ctx, Api::<Parsed<RootKey>>::all(client.clone()))
         .reconcile_on(woken_root_keys);
     for namespace in &ctx.settings.root_key_namespaces {
         root_keys = root_keys.watches(
             namespaced_api::<MetaOnly<Secret>>(&client, Some(namespace)),
-            managed_secrets(listing),
+            managed_secrets(),
             secret_owners::<RootKey>(&ctx),
         );
     }
@@ -215,33 +220,23 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         wake_account_keys.push(wake_account_key);
         scopes.push(ScopeHolders {
             namespace: namespace.clone(),
-            deployments: workloads
-                .deployments
-                .add(&client, namespace.as_deref(), listing),
-            stateful_sets: workloads
-                .stateful_sets
-                .add(&client, namespace.as_deref(), listing),
-            daemon_sets: workloads
-                .daemon_sets
-                .add(&client, namespace.as_deref(), listing),
+            deployments: workloads.deployments.add(&client, namespace.as_deref()),
+            stateful_sets: workloads.stateful_sets.add(&client, namespace.as_deref()),
+            daemon_sets: workloads.daemon_sets.add(&client, namespace.as_deref()),
         });
         let namespace = namespace.as_deref();
-        let api_keys = key_controller(
-            &ctx,
-            listing,
-            namespaced_api::<Parsed<ApiKey>>(&client, namespace),
-        )
-        .reconcile_on(woken_api_keys)
-        .watches(
-            namespaced_api::<MetaOnly<Secret>>(&client, namespace),
-            managed_secrets(listing),
-            secret_owners::<ApiKey>(&ctx),
-        );
+        let api_keys = key_controller(&ctx, namespaced_api::<Parsed<ApiKey>>(&client, namespace))
+            .reconcile_on(woken_api_keys)
+            .watches(
+                namespaced_api::<MetaOnly<Secret>>(&client, namespace),
+                managed_secrets(),
+                secret_owners::<ApiKey>(&ctx),
+            );
         let api_key_store = api_keys.store();
         api_key_stores.push(api_key_store.clone());
         let api_keys = api_keys.watches(
             namespaced_api::<Parsed<KeyRing>>(&client, None),
-            listing.config(),
+            paged(),
             keys_naming(api_key_store),
         );
         listers.push(lister(api_keys.store()));
@@ -253,7 +248,6 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
 
         let account_keys = key_controller(
             &ctx,
-            listing,
             namespaced_api::<Parsed<ServiceAccountKey>>(&client, namespace),
         )
         .reconcile_on(woken_account_keys);
@@ -263,17 +257,17 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         let account_keys = account_keys
             .watches(
                 namespaced_api::<Parsed<KeyRing>>(&client, None),
-                listing.config(),
+                paged(),
                 keys_naming(store.clone()),
             )
             .watches(
                 namespaced_api::<MetaOnly<Secret>>(&client, namespace),
-                managed_secrets(listing),
+                managed_secrets(),
                 secret_owners::<ServiceAccountKey>(&ctx),
             )
             .watches(
                 namespaced_api::<MetaOnly<ServiceAccount>>(&client, namespace),
-                listing.config(),
+                paged(),
                 move |account| {
                     let account_namespace = account.namespace();
                     let account_name = account.name_any();
@@ -326,7 +320,6 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         tasks.push(Box::pin(drive_rings(
             client.clone(),
             namespace,
-            listing,
             ring_context.clone(),
             stopped(shutdown.clone()),
         )));
@@ -400,7 +393,6 @@ fn keys_naming<K: KeyResource>(
 async fn drive_rings(
     client: kube::Client,
     namespace: Option<String>,
-    listing: Listing,
     rc: Arc<RingContext>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -408,7 +400,7 @@ async fn drive_rings(
     let namespace = namespace.as_deref();
     let rings = Controller::new(
         namespaced_api::<Parsed<KeyRing>>(client, namespace),
-        listing.config(),
+        paged(),
     );
     let ring_store = rings.store();
     let selector_rings = move |_namespace: MetaOnly<Namespace>| {
@@ -430,17 +422,17 @@ async fn drive_rings(
         // Keys in the same watch scope (all namespaces, or this one).
         .watches(
             namespaced_api::<Parsed<ApiKey>>(client, namespace),
-            listing.config(),
+            paged(),
             |key| ring::rings_of(&key),
         )
         .watches(
             namespaced_api::<Parsed<ServiceAccountKey>>(client, namespace),
-            listing.config(),
+            paged(),
             |key| ring::rings_of(&key),
         )
         .watches(
             namespaced_api::<MetaOnly<Secret>>(client, namespace),
-            listing.config().labels(ring::RING_LABEL),
+            paged().labels(ring::RING_LABEL),
             |secret| {
                 secret
                     .owner_references()
@@ -456,7 +448,7 @@ async fn drive_rings(
         )
         .watches(
             Api::<MetaOnly<Namespace>>::all(client.clone()),
-            listing.config(),
+            paged(),
             selector_rings,
         )
         // A burst of key changes (a rollout of many keys, a storm of
@@ -491,18 +483,10 @@ impl<W> KindControllers<W>
 where
     W: rollout::Workload + super::lenient::Trim + serde::de::DeserializeOwned,
 {
-    fn add(
-        &mut self,
-        client: &kube::Client,
-        namespace: Option<&str>,
-        listing: Listing,
-    ) -> KindCache<W> {
+    fn add(&mut self, client: &kube::Client, namespace: Option<&str>) -> KindCache<W> {
         let (nudge, nudged) = mpsc::unbounded();
-        let controller = Controller::new(
-            namespaced_api::<Parsed<W>>(client, namespace),
-            listing.config(),
-        )
-        .reconcile_on(nudged);
+        let controller = Controller::new(namespaced_api::<Parsed<W>>(client, namespace), paged())
+            .reconcile_on(nudged);
         let store = controller.store();
         self.0.push(controller);
         KindCache { store, nudge }
@@ -611,20 +595,14 @@ mod tests {
     /// key.
     #[test]
     fn secret_watches_are_label_selected_and_metadata_only() {
-        let config = managed_secrets(Listing::Paged);
+        let config = managed_secrets();
         assert_eq!(
             config.label_selector.as_deref(),
             Some("app.kubernetes.io/managed-by=keymint")
         );
         assert!(<MetaOnly<Secret> as Resource>::metadata_api());
         assert!(<MetaOnly<ServiceAccount> as Resource>::metadata_api());
-        assert_eq!(config.page_size, Some(50));
-        let streamed = managed_secrets(Listing::Streamed);
-        assert_eq!(streamed.label_selector, config.label_selector);
-        assert_eq!(
-            streamed.initial_list_strategy,
-            watcher::InitialListStrategy::StreamingList
-        );
+        assert_eq!(config.page_size, Some(PAGE_SIZE));
     }
 
     #[test]
