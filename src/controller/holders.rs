@@ -48,6 +48,8 @@ trim_workload!(Deployment, StatefulSet, DaemonSet);
 pub struct KindCache<W: Workload> {
     pub store: Store<Parsed<W>>,
     pub nudge: UnboundedSender<ObjectRef<Parsed<W>>>,
+    /// Turns true once the store has its first full list.
+    pub listed: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The three kinds' caches of one watch scope (all namespaces, or one).
@@ -86,9 +88,14 @@ impl Holders {
     /// Resolves once every cache has listed its workloads.
     pub async fn wait_until_ready(&self) {
         for scope in &self.scopes {
-            let _ = scope.deployments.store.wait_until_ready().await;
-            let _ = scope.stateful_sets.store.wait_until_ready().await;
-            let _ = scope.daemon_sets.store.wait_until_ready().await;
+            for listed in [
+                &scope.deployments.listed,
+                &scope.stateful_sets.listed,
+                &scope.daemon_sets.listed,
+            ] {
+                // A closed channel: that controller stopped (shutdown).
+                let _ = listed.clone().wait_for(|done| *done).await;
+            }
         }
         self.ready.store(true, Ordering::Release);
     }

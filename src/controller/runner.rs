@@ -45,10 +45,11 @@ fn managed_secrets_label() -> String {
 
 /// Objects per LIST page: a tenant's objects can be large (annotations up to
 /// 256 KiB), and a page is held in memory whole while it is parsed. (Streamed
-/// lists, one object at a time, were tried for these watches: an operator on
-/// fixed namespaces under the chart's RBAC then did not stop on SIGTERM,
-/// `chart::operator_works_with_exactly_the_charts_service_account`, not yet
-/// understood. The startup list of managed Secrets streams.)
+/// lists, one object at a time, were tried for these watches: on a loaded
+/// machine one watch now and then never finished its first list, so its
+/// controller never started and the operator did not stop on SIGTERM,
+/// `chart::operator_works_with_exactly_the_charts_service_account`. The
+/// startup list of managed Secrets streams: it gives up after 30 s.)
 const PAGE_SIZE: u32 = 50;
 
 fn managed_secrets() -> watcher::Config {
@@ -485,11 +486,20 @@ where
 {
     fn add(&mut self, client: &kube::Client, namespace: Option<&str>) -> KindCache<W> {
         let (nudge, nudged) = mpsc::unbounded();
-        let controller = Controller::new(namespaced_api::<Parsed<W>>(client, namespace), paged())
-            .reconcile_on(nudged);
-        let store = controller.store();
+        let (listed_tx, listed) = watch::channel(false);
+        let writer = reflector::store::Writer::default();
+        let store = writer.as_reader();
+        let api = namespaced_api::<Parsed<W>>(client, namespace);
+        let trigger = reflector::reflector(writer, watcher::watcher(api, paged()))
+            .inspect_ok(move |event| mark_listed(event, &listed_tx))
+            .applied_objects();
+        let controller = Controller::for_stream(trigger, store.clone()).reconcile_on(nudged);
         self.0.push(controller);
-        KindCache { store, nudge }
+        KindCache {
+            store,
+            nudge,
+            listed,
+        }
     }
 
     fn drive(
@@ -514,6 +524,16 @@ where
                     .await;
             }));
         }
+    }
+}
+
+/// Marks a workload cache as listed once its first list is done. (Not
+/// `Store::wait_until_ready`: its controller already waits on that, and
+/// kube-runtime wakes only one of several waiters, so the other hung, and
+/// with it the consumers' assessment and the operator's shutdown.)
+fn mark_listed<W: Clone>(event: &watcher::Event<W>, listed: &watch::Sender<bool>) {
+    if matches!(event, watcher::Event::InitDone) {
+        listed.send_replace(true);
     }
 }
 
@@ -603,6 +623,31 @@ mod tests {
         assert!(<MetaOnly<Secret> as Resource>::metadata_api());
         assert!(<MetaOnly<ServiceAccount> as Resource>::metadata_api());
         assert_eq!(config.page_size, Some(PAGE_SIZE));
+    }
+
+    /// The rollout controller waits on its store while the consumers' caches
+    /// wait to be listed: both go on once the first list is done.
+    #[tokio::test]
+    async fn a_workload_cache_is_listed_while_its_controller_waits_on_the_store() {
+        let writer = reflector::store::Writer::<Parsed<Deployment>>::default();
+        let store = writer.as_reader();
+        let (listed_tx, mut listed) = watch::channel(false);
+        let controller_waits = tokio::spawn(async move { store.wait_until_ready().await });
+        let cache_waits = tokio::spawn(async move { listed.wait_for(|done| *done).await.is_ok() });
+        tokio::task::yield_now().await;
+        let events = futures::stream::iter([
+            Ok::<_, watcher::Error>(watcher::Event::Init),
+            Ok(watcher::Event::InitDone),
+        ]);
+        let mut trigger = std::pin::pin!(
+            reflector::reflector(writer, events).inspect_ok(move |e| mark_listed(e, &listed_tx))
+        );
+        while trigger.next().await.is_some() {}
+        let within = Duration::from_secs(5);
+        let controller = tokio::time::timeout(within, controller_waits).await;
+        assert!(matches!(controller, Ok(Ok(Ok(())))), "{controller:?}");
+        let cache = tokio::time::timeout(within, cache_waits).await;
+        assert!(matches!(cache, Ok(Ok(true))), "{cache:?}");
     }
 
     #[test]

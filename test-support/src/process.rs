@@ -91,6 +91,13 @@ impl Operator {
         )
     }
 
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// The log so far (every run under this name).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -138,7 +145,9 @@ impl Operator {
     pub async fn stop(&self) -> ExitStatus {
         self.sigterm();
         keymint_testenv::eventually("the operator to exit after SIGTERM", WAIT, || async {
-            self.try_wait().ok_or_else(|| "still running".to_string())
+            // The log's end says what it is waiting for.
+            self.try_wait()
+                .ok_or_else(|| format!("still running; log ends:\n{}", self.log_tail(30)))
         })
         .await
     }
