@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::UnboundedSender;
@@ -63,9 +62,6 @@ pub struct ScopeHolders {
 /// Every scope's caches.
 pub struct Holders {
     scopes: Vec<ScopeHolders>,
-    /// Every cache has its first full list: before that, a missing workload
-    /// proves nothing.
-    ready: AtomicBool,
 }
 
 /// What one key needs assessed.
@@ -79,25 +75,17 @@ pub struct KeyFeed<'a> {
 
 impl Holders {
     pub fn new(scopes: Vec<ScopeHolders>) -> Self {
-        Holders {
-            scopes,
-            ready: AtomicBool::new(false),
-        }
+        Holders { scopes }
     }
 
-    /// Resolves once every cache has listed its workloads.
-    pub async fn wait_until_ready(&self) {
-        for scope in &self.scopes {
-            for listed in [
-                &scope.deployments.listed,
-                &scope.stateful_sets.listed,
-                &scope.daemon_sets.listed,
-            ] {
-                // A closed channel: that controller stopped (shutdown).
-                let _ = listed.clone().wait_for(|done| *done).await;
-            }
-        }
-        self.ready.store(true, Ordering::Release);
+    /// Every cache has its first full list: before that, a missing workload
+    /// proves nothing.
+    fn listed(&self) -> bool {
+        self.scopes.iter().all(|scope| {
+            *scope.deployments.listed.borrow()
+                && *scope.stateful_sets.listed.borrow()
+                && *scope.daemon_sets.listed.borrow()
+        })
     }
 
     fn scope(&self, namespace: &str) -> Option<&ScopeHolders> {
@@ -109,7 +97,7 @@ impl Holders {
     /// What the key's consumers run; None while the caches are loading or
     /// outside every watch scope.
     pub fn assess(&self, feed: &KeyFeed<'_>) -> Option<Assessment> {
-        if !self.ready.load(Ordering::Acquire) {
+        if !self.listed() {
             return None;
         }
         let scope = self.scope(feed.namespace)?;

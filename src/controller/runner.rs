@@ -49,9 +49,10 @@ fn managed_secrets_label() -> String {
 /// page is held whole while it is parsed, and a tenant's objects can be large
 /// (annotations up to 256 KiB): in `untrusted_bounds` an operator restarted
 /// among 300 such APIKeys peaks at 61 MiB with pages of 50, 129 MiB with 100,
-/// 221 MiB with 250, against the chart's limit of 256 MiB. (Streamed lists, one object at a time, were tried:
-/// on a loaded machine one watch now and then never finished its first list,
-/// so its controller never started and the operator did not stop on SIGTERM,
+/// 221 MiB with 250, against the chart's limit of 256 MiB. (Streamed lists,
+/// one object at a time, were tried: on a loaded machine one watch now and
+/// then never finished its first list, so its controller never started and
+/// the operator did not stop on SIGTERM,
 /// `chart::operator_works_with_exactly_the_charts_service_account`. The
 /// startup list of managed Secrets streams: it gives up after 30 s.)
 const PAGE_SIZE: u32 = 100;
@@ -304,8 +305,6 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
     let holders = Arc::new(Holders::new(scopes));
     // The engine reads the consumers' caches through the context.
     let _ = ctx.holders.set(holders.clone());
-    let loading = holders.clone();
-    tasks.push(Box::pin(async move { loading.wait_until_ready().await }));
     let rollout_context = Arc::new(RolloutContext {
         ctx: ctx.clone(),
         holders,
