@@ -169,8 +169,7 @@ impl Operator {
 
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        keymint_test_support::process::last_lines(&text, lines)
     }
 
     /// Lines of the log at WARN or ERROR level.

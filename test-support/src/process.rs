@@ -93,9 +93,7 @@ impl Operator {
 
     /// The last `lines` lines of the log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        last_lines(&self.log(), lines)
     }
 
     /// The log so far (every run under this name).
@@ -170,6 +168,12 @@ impl Operator {
         })
         .await
     }
+}
+
+/// The last `lines` lines of `text` (an operator's log, for a failure message).
+pub fn last_lines(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn pid_of(pid: u32) -> Pid {
