@@ -54,6 +54,10 @@ fn jittered(wait: Duration) -> Duration {
     wait.mul_f64(0.75 + 0.5 * rand::random::<f64>())
 }
 
+/// How soon a reconcile whose cached resource predates keymint's own status
+/// write looks again (a watch event is usually milliseconds behind).
+const CACHE_BEHIND_REQUEUE: Duration = Duration::from_millis(200);
+
 /// Longest wait after an error that passes by itself (API server down, 5xx).
 const TRANSIENT_MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// events.k8s.io limits an Event's note to 1 KiB.
@@ -74,6 +78,13 @@ pub async fn reconcile<K: KeyResource>(
             return Ok(unreadable_resource::<K>(metadata, error, &ctx).await);
         }
     };
+    // Woken (by its Secret's watch, say) before the watch delivered the status
+    // keymint just wrote: judged now, the old status would look out of date
+    // and be written again. The echo of that write is not a trigger, so look
+    // again shortly.
+    if ctx.is_status_behind(&K::kind(&()), resource.meta()) {
+        return Ok(Action::requeue(CACHE_BEHIND_REQUEUE));
+    }
     // One namespace never takes every reconcile slot: the others go on.
     let namespace = resource.meta().namespace.as_deref().unwrap_or_default();
     let _slot = match ctx
@@ -1413,6 +1424,28 @@ mod tests {
 
     fn echo(body: Value) -> (StatusCode, Value) {
         (StatusCode::OK, body)
+    }
+
+    #[tokio::test]
+    async fn a_resource_cached_before_keymints_own_status_write_waits_and_sends_nothing() {
+        let (ctx, _handle) = context();
+        let mut written = api_key(None);
+        written.metadata.resource_version = Some("9".into());
+        ctx.record_own_status("APIKey", &written.metadata);
+        let mut cached = api_key(Some(json!({"id": "OLD"})));
+        cached.metadata.resource_version = Some("5".into());
+        // No request is answered: one sent would leave the reconcile waiting.
+        let action = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            reconcile(Arc::new(Parsed::Ok(cached)), ctx),
+        )
+        .await
+        .expect("no request sent")
+        .expect("reconcile");
+        assert_eq!(
+            action,
+            kube::runtime::controller::Action::requeue(super::CACHE_BEHIND_REQUEUE)
+        );
     }
 
     #[tokio::test]

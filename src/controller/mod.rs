@@ -108,22 +108,31 @@ impl Context {
     pub fn is_own_status(&self, kind: &str, resource: &ObjectMeta) -> bool {
         self.echoes.is_echo(kind, resource)
     }
+
+    /// Whether this cached key resource predates keymint's own last status
+    /// write: its cache has not caught up yet (the watch event of the write
+    /// is still on its way), so its status is not what the server holds.
+    pub fn is_status_behind(&self, kind: &str, resource: &ObjectMeta) -> bool {
+        self.echoes.is_behind(kind, resource)
+    }
 }
 
 /// The resourceVersion each object had after keymint's last write to it, by
 /// a hash of its kind, namespace and name (16 bytes an object). A
 /// resourceVersion names one write in the whole cluster, so a hash collision
-/// can only make an echo look new (one extra reconcile), never the reverse.
+/// can only make an echo look new (one extra reconcile) or a cached object
+/// look behind (a short wait), never hide a change. The hasher's keys are
+/// drawn per process: names cannot be crafted to collide.
 #[derive(Default)]
-struct Echoes(std::sync::Mutex<std::collections::HashMap<u64, u64>>);
+struct Echoes {
+    versions: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+    hasher: std::hash::RandomState,
+}
 
 impl Echoes {
-    fn object_key(kind: &str, object: &ObjectMeta) -> u64 {
+    fn object_key(&self, kind: &str, object: &ObjectMeta) -> u64 {
         use std::hash::{BuildHasher, Hasher};
-        // A fixed hasher: the map lives as long as the process.
-        let mut hasher =
-            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-                .build_hasher();
+        let mut hasher = self.hasher.build_hasher();
         hasher.write(kind.as_bytes());
         hasher.write_u8(0);
         hasher.write(object.namespace.as_deref().unwrap_or_default().as_bytes());
@@ -138,17 +147,29 @@ impl Echoes {
 
     fn record(&self, kind: &str, object: &ObjectMeta) {
         if let Some(version) = Self::version(object) {
-            let mut echoes = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            echoes.insert(Self::object_key(kind, object), version);
+            let key = self.object_key(kind, object);
+            let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+            versions.insert(key, version);
         }
     }
 
+    fn recorded(&self, kind: &str, object: &ObjectMeta) -> Option<u64> {
+        let key = self.object_key(kind, object);
+        let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        versions.get(&key).copied()
+    }
+
     fn is_echo(&self, kind: &str, object: &ObjectMeta) -> bool {
-        let Some(version) = Self::version(object) else {
-            return false;
-        };
-        let echoes = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        echoes.get(&Self::object_key(kind, object)) == Some(&version)
+        Self::version(object).is_some_and(|version| self.recorded(kind, object) == Some(version))
+    }
+
+    /// The object is older than keymint's own last write to it (etcd's
+    /// revisions only grow, and a write by anyone else comes later still).
+    fn is_behind(&self, kind: &str, object: &ObjectMeta) -> bool {
+        match (Self::version(object), self.recorded(kind, object)) {
+            (Some(cached), Some(written)) => cached < written,
+            _ => false,
+        }
     }
 }
 
@@ -193,3 +214,42 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use kube::api::ObjectMeta;
+
+    use super::Echoes;
+
+    fn meta(namespace: &str, name: &str, version: &str) -> ObjectMeta {
+        ObjectMeta {
+            namespace: Some(namespace.into()),
+            name: Some(name.into()),
+            resource_version: Some(version.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_version_older_than_keymints_last_write_is_behind_and_only_that_one_an_echo() {
+        let echoes = Echoes::default();
+        echoes.record("APIKey", &meta("team", "billing", "20"));
+        let judged = |version| {
+            let object = meta("team", "billing", version);
+            (
+                echoes.is_behind("APIKey", &object),
+                echoes.is_echo("APIKey", &object),
+            )
+        };
+        assert_eq!(judged("19"), (true, false));
+        assert_eq!(judged("20"), (false, true));
+        // Someone else's later write.
+        assert_eq!(judged("21"), (false, false));
+        // Not a number: never behind, never an echo.
+        assert_eq!(judged("x"), (false, false));
+        // Another object, another kind: nothing recorded for them.
+        assert!(!echoes.is_behind("APIKey", &meta("team", "other", "1")));
+        assert!(!echoes.is_behind("Secret", &meta("team", "billing", "1")));
+        assert!(!echoes.is_behind("APIKey", &meta("other", "billing", "1")));
+    }
+}
