@@ -78,8 +78,6 @@ pub async fn reconcile<K: KeyResource>(
             return Ok(unreadable_resource::<K>(metadata, error, &ctx).await);
         }
     };
-    // The startup list's views decide a restarted operator's first reconciles.
-    ctx.known.wait_loaded().await;
     // Woken (by its Secret's watch, say) before the watch delivered the status
     // keymint just wrote: judged now, the old status would look out of date
     // and be written again. The echo of that write is not a trigger, so look

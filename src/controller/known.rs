@@ -8,11 +8,6 @@
 //! it consumes it, and a key that needs any write reads its Secret first. A
 //! change the watch has not yet delivered wakes the key again when it is,
 //! and that reconcile reads the Secret: a tampered Secret is never missed.
-//!
-//! The startup list runs beside the controllers' own first lists (a restart
-//! waits for the longer, not the sum); reconciles wait for it. While it runs,
-//! the Secret watch's versions are noted, and a view of any other version is
-//! not kept: it could be older than what the watch delivered.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -44,78 +39,12 @@ pub struct KnownSecret {
     pub data: DataDigests,
 }
 
-pub struct KnownSecrets {
-    state: Mutex<Views>,
-    /// True while the startup list runs: reconciles wait for it to end.
-    loading: tokio::sync::watch::Sender<bool>,
-}
-
 #[derive(Default)]
-struct Views {
-    views: HashMap<(String, String), KnownSecret>,
-    /// While the startup list runs beside the controllers' watches: the
-    /// version the Secret watch delivered of each Secret, by a hash of its
-    /// namespace and name. A view of another version is not kept: it may be
-    /// older than what the watch saw, and no later event would drop it.
-    watched: Option<HashMap<u64, Option<u64>>>,
-    hasher: std::hash::RandomState,
-}
-
-impl Views {
-    fn secret_key(&self, namespace: &str, name: &str) -> u64 {
-        use std::hash::{BuildHasher, Hasher};
-        let mut hasher = self.hasher.build_hasher();
-        hasher.write(namespace.as_bytes());
-        hasher.write_u8(0);
-        hasher.write(name.as_bytes());
-        hasher.finish()
-    }
-}
-
-fn version(metadata: &ObjectMeta) -> Option<u64> {
-    metadata.resource_version.as_deref()?.parse().ok()
-}
-
-impl Default for KnownSecrets {
-    fn default() -> Self {
-        KnownSecrets {
-            state: Mutex::default(),
-            loading: tokio::sync::watch::Sender::new(false),
-        }
-    }
-}
-
-/// Ends the startup list when dropped, finished or cancelled: reconciles
-/// never wait for a list that is no longer running.
-pub struct Loading(std::sync::Arc<KnownSecrets>);
-
-impl Drop for Loading {
-    fn drop(&mut self) {
-        let mut state = self.0.lock();
-        state.watched = None;
-        drop(state);
-        self.0.loading.send_replace(false);
-    }
+pub struct KnownSecrets {
+    views: Mutex<HashMap<(String, String), KnownSecret>>,
 }
 
 impl KnownSecrets {
-    /// Marks the startup list as begun, before any watch starts: from now
-    /// the Secret watch's versions are noted until [`Loading`] is dropped.
-    pub fn begin_loading(self: &std::sync::Arc<Self>) -> Loading {
-        self.lock().watched = Some(HashMap::new());
-        self.loading.send_replace(true);
-        Loading(self.clone())
-    }
-
-    /// Resolves once no startup list runs (at once when none was begun).
-    pub async fn wait_loaded(&self) {
-        if !*self.loading.borrow() {
-            return;
-        }
-        let mut loading = self.loading.subscribe();
-        let _ = loading.wait_for(|loading| !*loading).await;
-    }
-
     /// Lists the managed Secrets of each scope (`None`: all namespaces),
     /// keeping a view of each: as a streaming list (one Secret at a time)
     /// where the API server has them, else paged. The first error ends a
@@ -198,13 +127,7 @@ impl KnownSecrets {
         ) else {
             return;
         };
-        let mut state = self.lock();
-        let key = state.secret_key(&namespace, &name);
-        let watched = state.watched.as_ref().and_then(|watched| watched.get(&key));
-        if watched.is_some_and(|&seen| seen != version(&found.metadata)) {
-            return;
-        }
-        state.views.insert(
+        self.lock().insert(
             (namespace, name),
             KnownSecret {
                 secret: found,
@@ -215,8 +138,7 @@ impl KnownSecrets {
 
     /// The view of a Secret, consumed: it serves one reconcile at most.
     pub fn take(&self, namespace: &str, name: &str) -> Option<KnownSecret> {
-        let mut state = self.lock();
-        let views = &mut state.views;
+        let mut views = self.lock();
         if views.is_empty() {
             return None;
         }
@@ -229,20 +151,13 @@ impl KnownSecrets {
 
     /// The Secret watch saw this version: a view of another version goes.
     pub fn seen(&self, metadata: &ObjectMeta) {
-        let (Some(namespace), Some(name)) = (&metadata.namespace, &metadata.name) else {
-            return;
-        };
-        let mut state = self.lock();
-        if state.watched.is_some() {
-            let secret = state.secret_key(namespace, name);
-            if let Some(watched) = state.watched.as_mut() {
-                watched.insert(secret, version(metadata));
-            }
-        }
-        let views = &mut state.views;
+        let mut views = self.lock();
         if views.is_empty() {
             return;
         }
+        let (Some(namespace), Some(name)) = (&metadata.namespace, &metadata.name) else {
+            return;
+        };
         let key = (namespace.clone(), name.clone());
         if views
             .get(&key)
@@ -253,17 +168,17 @@ impl KnownSecrets {
     }
 
     pub fn len(&self) -> usize {
-        self.lock().views.len()
+        self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Views> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), KnownSecret>> {
         // A panic elsewhere never leaves a half-written map (each change is
         // one insert or remove): the views stay usable.
-        self.state
+        self.views
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -358,42 +273,5 @@ mod tests {
             known.is_empty(),
             "a changed Secret is read, not judged by its view"
         );
-    }
-
-    #[test]
-    fn a_view_listed_after_the_watch_saw_another_version_is_not_kept() {
-        let known = std::sync::Arc::new(KnownSecrets::default());
-        let loading = known.begin_loading();
-        // The watch got there first with version 8; the list still had 7.
-        known.seen(&meta("8"));
-        known.keep(listed("7"));
-        assert!(known.is_empty(), "a view older than the watch's is read");
-        // The same version as the watch's is kept.
-        known.seen(&meta("9"));
-        known.keep(listed("9"));
-        assert_eq!(known.len(), 1);
-        drop(loading);
-        assert!(known.lock().watched.is_none(), "nothing noted once listed");
-        // Once listed, the watch's later versions drop views as before.
-        known.seen(&meta("10"));
-        assert!(known.is_empty());
-    }
-
-    #[tokio::test]
-    async fn reconciles_wait_for_the_startup_list_only_while_it_runs() {
-        let known = std::sync::Arc::new(KnownSecrets::default());
-        known.wait_loaded().await;
-        let loading = known.begin_loading();
-        let waiting = tokio::spawn({
-            let known = known.clone();
-            async move { known.wait_loaded().await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "held while the list runs");
-        drop(loading);
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("released when the list ends")
-            .expect("join");
     }
 }

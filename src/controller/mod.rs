@@ -61,7 +61,7 @@ pub struct Context {
     /// The consumer workloads' caches, set once the controllers start.
     pub holders: std::sync::OnceLock<Arc<holders::Holders>>,
     /// Views of the managed Secrets listed at startup.
-    pub known: Arc<known::KnownSecrets>,
+    pub known: known::KnownSecrets,
 }
 
 impl Context {

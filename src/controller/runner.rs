@@ -179,9 +179,8 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         Scope::AllNamespaces => vec![None],
         Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
     };
-    // Beside the controllers' own first lists, and before any reconcile (they
-    // wait for it): an up-to-date key after a restart is then confirmed from
-    // its view, without a read of its Secret.
+    // Before any reconcile: an up-to-date key after a restart is then
+    // confirmed from its view, without a read of its Secret.
     let mut listed = namespaces.clone();
     if !listed.contains(&None) {
         for namespace in &ctx.settings.root_key_namespaces {
@@ -190,20 +189,10 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             }
         }
     }
-    let loading = ctx.known.begin_loading();
+    ctx.known
+        .load(&client, &listed, &managed_secrets_label())
+        .await;
     let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
-    tasks.push(Box::pin({
-        let (client, known) = (client.clone(), ctx.known.clone());
-        let stop = stopped(shutdown.clone());
-        async move {
-            let _loading = loading;
-            let labels = managed_secrets_label();
-            tokio::select! {
-                () = known.load(&client, &listed, &labels) => {}
-                () = stop => {}
-            }
-        }
-    }));
     let mut listers: Vec<OwnerLister> = Vec::new();
 
     // RootKeys are cluster-scoped; their Secrets live in the allowed namespaces.
