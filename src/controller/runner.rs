@@ -124,12 +124,38 @@ fn secret_owners<K: KeyResource>(
 ) -> impl Fn(MetaOnly<Secret>) -> Vec<ObjectRef<Parsed<K>>> + Send + Sync + 'static {
     let ctx = ctx.clone();
     move |secret| {
-        ctx.known.seen(&secret.metadata);
-        if ctx.is_own_write(&secret.metadata) {
-            Vec::new()
-        } else {
+        if is_news(&ctx, &secret) {
             owner_of::<K>(&secret)
+        } else {
+            Vec::new()
         }
+    }
+}
+
+/// Notes the version the Secret watch delivered; false for the echo of
+/// keymint's own write (already reconciled).
+fn is_news(ctx: &Context, secret: &MetaOnly<Secret>) -> bool {
+    ctx.known.seen(&secret.metadata);
+    !ctx.is_own_write(&secret.metadata)
+}
+
+/// The mapper of a namespace scope's one Secret watch, which serves both of
+/// its controllers (one list and one stream of events, not two): an APIKey
+/// owner is returned, a ServiceAccountKey owner woken through `account_keys`.
+fn api_and_account_key_owners(
+    ctx: &Arc<Context>,
+    account_keys: mpsc::UnboundedSender<ObjectRef<Parsed<ServiceAccountKey>>>,
+) -> impl Fn(MetaOnly<Secret>) -> Vec<ObjectRef<Parsed<ApiKey>>> + Send + Sync + 'static {
+    let ctx = ctx.clone();
+    move |secret| {
+        if !is_news(&ctx, &secret) {
+            return Vec::new();
+        }
+        for owner in owner_of::<ServiceAccountKey>(&secret) {
+            // Fails only once that controller has stopped.
+            let _ = account_keys.unbounded_send(owner);
+        }
+        owner_of::<ApiKey>(&secret)
     }
 }
 
@@ -222,6 +248,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
     for namespace in &namespaces {
         let (wake_api_key, woken_api_keys) = mpsc::unbounded();
         let (wake_account_key, woken_account_keys) = mpsc::unbounded();
+        let (secret_wakes_account_key, secrets_woken_account_keys) = mpsc::unbounded();
         wake_api_keys.push(wake_api_key);
         wake_account_keys.push(wake_account_key);
         scopes.push(ScopeHolders {
@@ -236,7 +263,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             .watches(
                 namespaced_api::<MetaOnly<Secret>>(&client, namespace),
                 managed_secrets(),
-                secret_owners::<ApiKey>(&ctx),
+                api_and_account_key_owners(&ctx, secret_wakes_account_key),
             );
         let api_key_store = api_keys.store();
         api_key_stores.push(api_key_store.clone());
@@ -256,7 +283,8 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             &ctx,
             namespaced_api::<Parsed<ServiceAccountKey>>(&client, namespace),
         )
-        .reconcile_on(woken_account_keys);
+        .reconcile_on(woken_account_keys)
+        .reconcile_on(secrets_woken_account_keys);
         let store = account_keys.store();
         account_key_stores.push(store.clone());
         listers.push(lister(store.clone()));
@@ -265,11 +293,6 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
                 namespaced_api::<Parsed<KeyRing>>(&client, None),
                 paged(),
                 keys_naming(store.clone()),
-            )
-            .watches(
-                namespaced_api::<MetaOnly<Secret>>(&client, namespace),
-                managed_secrets(),
-                secret_owners::<ServiceAccountKey>(&ctx),
             )
             .watches(
                 namespaced_api::<MetaOnly<ServiceAccount>>(&client, namespace),
