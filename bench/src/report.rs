@@ -312,13 +312,16 @@ fn rounds_table(out: &mut String, rounds: &[Round]) {
         rounds,
         |r| {
             format!(
-                "**{:.2} s** {}",
+                "**{:.2} s** (median of {}: {:.2} to {:.2}) {}",
                 r.restart.seconds,
+                r.restart.each.count,
+                r.restart.each.min,
+                r.restart.each.max,
                 mark_at_10000(r.keys, r.restart.seconds <= 3.0)
             )
         },
     );
-    row(out, "(6) writes after restart", "0", rounds, |r| {
+    row(out, "(6) writes after the restarts", "0", rounds, |r| {
         let writes = r.restart.object_writes + r.restart.event_writes;
         format!("**{writes}** {}", mark(writes == 0))
     });

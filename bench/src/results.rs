@@ -229,8 +229,12 @@ pub struct RequestRates {
 /// (6) Restart with N keys present and up to date.
 #[derive(Debug, Clone, Serialize)]
 pub struct Restart {
-    /// Process start -> `keymint_keys{kind="APIKey"}` = N.
+    /// Process start -> `keymint_keys{kind="APIKey"}` = N: the median of
+    /// [`Restart::each`] (one restart's time varies by a second here).
     pub seconds: f64,
+    /// Every restart's time, the first one measured in full (the requests,
+    /// peaks and CPU below are of that one).
+    pub each: crate::stats::Summary,
     pub requests: Requests,
     pub object_writes: u64,
     pub event_writes: u64,
