@@ -561,14 +561,17 @@ async fn restart(ctx: &RoundContext<'_>, operator: Operator) -> Result<(Restart,
     ctx.progress(&format!(
         "(6) operator killed; starting it again with {n} keys"
     ));
+    let start = |name: String| {
+        Operator::start(
+            &ctx.options.keymint,
+            ctx.plane,
+            &name,
+            Some(&ctx.namespace("keys")),
+            &[],
+        )
+    };
     let restart_started = Instant::now();
-    let mut restarted = Operator::start(
-        &ctx.options.keymint,
-        ctx.plane,
-        &format!("operator-{n}-restart"),
-        Some(&ctx.namespace("keys")),
-        &[],
-    )?;
+    let mut restarted = start(format!("operator-{n}-restart"))?;
     let sampler = restarted.sampler(Duration::from_millis(100));
     let confirmed = confirm_all(&mut restarted, n, PATIENCE).await?;
     let restart_seconds = confirmed.duration_since(restart_started).as_secs_f64();
@@ -585,13 +588,7 @@ async fn restart(ctx: &RoundContext<'_>, operator: Operator) -> Result<(Restart,
     let mut each = vec![restart_seconds];
     for repeat in 1..RESTARTS {
         let started = Instant::now();
-        let mut again = Operator::start(
-            &ctx.options.keymint,
-            ctx.plane,
-            &format!("operator-{n}-restart-{repeat}"),
-            Some(&ctx.namespace("keys")),
-            &[],
-        )?;
+        let mut again = start(format!("operator-{n}-restart-{repeat}"))?;
         let confirmed = confirm_all(&mut again, n, PATIENCE).await?;
         each.push(confirmed.duration_since(started).as_secs_f64());
         warnings += again.warnings();
