@@ -773,10 +773,7 @@ async fn every_status_write_follows_its_own_secret_write_while_keys_rotate() {
             .filter(|(key, _)| key == name)
             .map(|(_, resource)| resource.as_str())
             .collect();
-        assert!(
-            sequence.len() >= 8,
-            "{name}: rotations write: {sequence:?}"
-        );
+        assert!(sequence.len() >= 8, "{name}: rotations write: {sequence:?}");
         assert!(
             !sequence
                 .windows(2)
