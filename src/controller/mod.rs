@@ -101,6 +101,8 @@ impl Context {
     /// Remembers the version of a key resource after keymint's status write.
     pub fn record_own_status(&self, kind: &str, resource: &ObjectMeta) {
         self.echoes.record(kind, resource);
+        self.echoes
+            .record_recent(kind, resource, std::time::Instant::now());
     }
 
     /// Whether this key resource event is the echo of keymint's own status
@@ -113,7 +115,8 @@ impl Context {
     /// write: its cache has not caught up yet (the watch event of the write
     /// is still on its way), so its status is not what the server holds.
     pub fn is_status_behind(&self, kind: &str, resource: &ObjectMeta) -> bool {
-        self.echoes.is_behind(kind, resource)
+        self.echoes
+            .is_behind(kind, resource, std::time::Instant::now())
     }
 }
 
@@ -126,8 +129,17 @@ impl Context {
 #[derive(Default)]
 struct Echoes {
     versions: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+    /// keymint's status writes of the last [`CATCH_UP`], with when: a cache
+    /// is waited for only that long (a watch that does not deliver, after
+    /// an outage say, must never hold a key back). Pruned as it grows.
+    recent: std::sync::Mutex<std::collections::HashMap<u64, (u64, std::time::Instant)>>,
     hasher: std::hash::RandomState,
 }
+
+/// How long a cache is given to deliver keymint's own status write.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+/// Recent writes held before the old ones are pruned.
+const RECENT_PRUNE_AT: usize = 1024;
 
 impl Echoes {
     fn object_key(&self, kind: &str, object: &ObjectMeta) -> u64 {
@@ -165,11 +177,28 @@ impl Echoes {
 
     /// The object is older than keymint's own last write to it (etcd's
     /// revisions only grow, and a write by anyone else comes later still).
-    fn is_behind(&self, kind: &str, object: &ObjectMeta) -> bool {
-        match (Self::version(object), self.recorded(kind, object)) {
-            (Some(cached), Some(written)) => cached < written,
-            _ => false,
+    fn record_recent(&self, kind: &str, object: &ObjectMeta, now: std::time::Instant) {
+        let Some(version) = Self::version(object) else {
+            return;
+        };
+        let key = self.object_key(kind, object);
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() >= RECENT_PRUNE_AT {
+            recent.retain(|_, (_, at)| now.duration_since(*at) < CATCH_UP);
+            recent.shrink_to(RECENT_PRUNE_AT);
         }
+        recent.insert(key, (version, now));
+    }
+
+    fn is_behind(&self, kind: &str, object: &ObjectMeta, now: std::time::Instant) -> bool {
+        let Some(cached) = Self::version(object) else {
+            return false;
+        };
+        let key = self.object_key(kind, object);
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .get(&key)
+            .is_some_and(|(written, at)| cached < *written && now.duration_since(*at) < CATCH_UP)
     }
 }
 
@@ -233,11 +262,13 @@ mod tests {
     #[test]
     fn only_a_version_older_than_keymints_last_write_is_behind_and_only_that_one_an_echo() {
         let echoes = Echoes::default();
+        let written = std::time::Instant::now();
         echoes.record("APIKey", &meta("team", "billing", "20"));
+        echoes.record_recent("APIKey", &meta("team", "billing", "20"), written);
         let judged = |version| {
             let object = meta("team", "billing", version);
             (
-                echoes.is_behind("APIKey", &object),
+                echoes.is_behind("APIKey", &object, written),
                 echoes.is_echo("APIKey", &object),
             )
         };
@@ -248,8 +279,11 @@ mod tests {
         // Not a number: never behind, never an echo.
         assert_eq!(judged("x"), (false, false));
         // Another object, another kind: nothing recorded for them.
-        assert!(!echoes.is_behind("APIKey", &meta("team", "other", "1")));
-        assert!(!echoes.is_behind("Secret", &meta("team", "billing", "1")));
-        assert!(!echoes.is_behind("APIKey", &meta("other", "billing", "1")));
+        assert!(!echoes.is_behind("APIKey", &meta("team", "other", "1"), written));
+        assert!(!echoes.is_behind("Secret", &meta("team", "billing", "1"), written));
+        assert!(!echoes.is_behind("APIKey", &meta("other", "billing", "1"), written));
+        // A cache that has not caught up within CATCH_UP is no longer waited for.
+        let later = written + super::CATCH_UP;
+        assert!(!echoes.is_behind("APIKey", &meta("team", "billing", "19"), later));
     }
 }
