@@ -175,8 +175,7 @@ impl Echoes {
         Self::version(object).is_some_and(|version| self.recorded(kind, object) == Some(version))
     }
 
-    /// The object is older than keymint's own last write to it (etcd's
-    /// revisions only grow, and a write by anyone else comes later still).
+    /// Notes keymint's status write for [`Echoes::is_behind`].
     fn record_recent(&self, kind: &str, object: &ObjectMeta, now: std::time::Instant) {
         let Some(version) = Self::version(object) else {
             return;
@@ -190,6 +189,9 @@ impl Echoes {
         recent.insert(key, (version, now));
     }
 
+    /// The object is older than keymint's own status write of the last
+    /// [`CATCH_UP`] (etcd's revisions only grow, and a write by anyone else
+    /// comes later still).
     fn is_behind(&self, kind: &str, object: &ObjectMeta, now: std::time::Instant) -> bool {
         let Some(cached) = Self::version(object) else {
             return false;

@@ -248,9 +248,8 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
     for namespace in &namespaces {
         let (wake_api_key, woken_api_keys) = mpsc::unbounded();
         let (wake_account_key, woken_account_keys) = mpsc::unbounded();
-        let (secret_wakes_account_key, secrets_woken_account_keys) = mpsc::unbounded();
         wake_api_keys.push(wake_api_key);
-        wake_account_keys.push(wake_account_key);
+        wake_account_keys.push(wake_account_key.clone());
         scopes.push(ScopeHolders {
             namespace: namespace.clone(),
             deployments: workloads.deployments.add(&client, namespace.as_deref()),
@@ -263,7 +262,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             .watches(
                 namespaced_api::<MetaOnly<Secret>>(&client, namespace),
                 managed_secrets(),
-                api_and_account_key_owners(&ctx, secret_wakes_account_key),
+                api_and_account_key_owners(&ctx, wake_account_key),
             );
         let api_key_store = api_keys.store();
         api_key_stores.push(api_key_store.clone());
@@ -283,8 +282,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             &ctx,
             namespaced_api::<Parsed<ServiceAccountKey>>(&client, namespace),
         )
-        .reconcile_on(woken_account_keys)
-        .reconcile_on(secrets_woken_account_keys);
+        .reconcile_on(woken_account_keys);
         let store = account_keys.store();
         account_key_stores.push(store.clone());
         listers.push(lister(store.clone()));
