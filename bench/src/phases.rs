@@ -38,8 +38,13 @@ pub const PATIENCE: Duration = Duration::from_secs(120);
 /// Restarts timed in (6): the first is measured in full, the others only
 /// timed, and the median reported.
 const RESTARTS: usize = 3;
-/// How long the API server is profiled from the start of (2).
-const PROFILE_SECONDS: u64 = 20;
+/// How long the API server is profiled from the start of (1)'s ideal
+/// operator and of (2): about as long as each takes at this N (both run
+/// near 200 keys a second here), so that the two profiles hold the same
+/// work and their difference is the cost of keymint's way per N keys.
+fn profile_seconds(n: usize) -> u64 {
+    (n as u64 / 150).clamp(10, 120)
+}
 
 /// Runs every round and writes the results into `results` and to disk after
 /// each (a failed 10,000 round leaves the 1,000 one). Returns the files written.
@@ -137,14 +142,14 @@ async fn round(
         n,
     };
     let baseline = baseline(&ctx).await?;
-    let ideal = ideal_operator(&ctx).await?;
+    let (ideal, ideal_profile) = ideal_operator(&ctx).await?;
     let (ready, minted) = mint(&ctx, &baseline, &ideal).await?;
     let AtRest {
         operator,
         requests,
         resources,
         apiserver_profile,
-    } = at_rest(&ctx, minted).await?;
+    } = at_rest(&ctx, minted, ideal_profile).await?;
     let (restart, restart_warnings) = restart(&ctx, operator).await?;
     let (storm, storm_warnings) = storm::storm(&ctx, ready.seconds).await?;
     let writes = n.min(write_costs::MAX_WRITES);
@@ -237,13 +242,19 @@ async fn apikeys_without_operator(ctx: &RoundContext<'_>) -> Result<CreateCost> 
 }
 
 /// (1) The ideal operator: keymint's writes for N new keys from a bare
-/// client, in a namespace no operator watches.
-async fn ideal_operator(ctx: &RoundContext<'_>) -> Result<IdealOperator> {
+/// client, in a namespace no operator watches. Also returns the API server
+/// profile over its first [`profile_seconds`] (the base (2)'s is compared
+/// with), if one was taken.
+async fn ideal_operator(ctx: &RoundContext<'_>) -> Result<(IdealOperator, Option<SavedProfile>)> {
     let (n, concurrency) = (ctx.n, ctx.options.concurrency);
     let ideal_ns = ctx.namespace("ideal");
     cluster::create_namespace(ctx.client, &ideal_ns).await?;
     ctx.progress(&format!(
         "(1) ideal operator: {n} keys (create, apply Secret, apply status, Event), {concurrency} in flight"
+    ));
+    let profiling = tokio::spawn(profile::apiserver_cpu(
+        ctx.client.clone(),
+        profile_seconds(n),
     ));
     let ideal = ideal::run(
         ctx.client,
@@ -261,7 +272,10 @@ async fn ideal_operator(ctx: &RoundContext<'_>) -> Result<IdealOperator> {
         ideal.seconds_with_events,
         ideal.server_cpu.ms_per_key(n)
     ));
-    Ok(ideal)
+    // Awaited here: the server takes one CPU profile at a time, and (2)'s
+    // starts next.
+    let profile = save_profile(ctx, profiling, &format!("apiserver-cpu-ideal-{n}")).await;
+    Ok((ideal, profile))
 }
 
 /// The operator of (2)-(4) once its N keys are Ready, and what (3) and (4)
@@ -274,7 +288,7 @@ struct Minted {
     after_mint: ProcSample,
     /// Peaks from before the first create to the end of the rest window.
     sampler: Sampler,
-    /// The API server's CPU profile over the first [`PROFILE_SECONDS`].
+    /// The API server's CPU profile over the first [`profile_seconds`].
     profiling: JoinHandle<Result<Vec<u8>>>,
     /// Audit log marks: before the operator started, and once it settled.
     mark_start: u64,
@@ -309,7 +323,7 @@ async fn mint(
         .wait("synced", Duration::from_secs(60), |c| c.synced)
         .await?;
     let sampler = operator.sampler(Duration::from_millis(200));
-    let profiling = tokio::spawn(profile::apiserver_cpu(client.clone(), PROFILE_SECONDS));
+    let profiling = tokio::spawn(profile::apiserver_cpu(client.clone(), profile_seconds(n)));
     ctx.progress(&format!(
         "(2) applying {n} APIKeys, {concurrency} in flight"
     ));
@@ -447,7 +461,11 @@ struct AtRest {
 
 /// (3) API requests and (4) memory and CPU: the operator of (2) left alone
 /// for `--rest-seconds`.
-async fn at_rest(ctx: &RoundContext<'_>, minted: Minted) -> Result<AtRest> {
+async fn at_rest(
+    ctx: &RoundContext<'_>,
+    minted: Minted,
+    ideal_profile: Option<SavedProfile>,
+) -> Result<AtRest> {
     let Minted {
         operator,
         idle,
@@ -466,7 +484,8 @@ async fn at_rest(ctx: &RoundContext<'_>, minted: Minted) -> Result<AtRest> {
     let rest_server_cpu = ctx.server.cpu().since(server_minted);
     let rest_seconds = rest_started.elapsed().as_secs_f64();
     let at_rest = operator.sample()?;
-    let apiserver_profile = save_profile(ctx, profiling).await;
+    let keymint_profile = save_profile(ctx, profiling, &format!("apiserver-cpu-{n}")).await;
+    let apiserver_profile = compare_profiles(ctx, ideal_profile, keymint_profile);
     let peaks = sampler.stop();
     let mint = ctx.audit.requests(OPERATOR_USER, mark_start, mark_minted)?;
     let rest = ctx.audit.requests(OPERATOR_USER, mark_minted, mark_rest)?;
@@ -515,38 +534,66 @@ async fn at_rest(ctx: &RoundContext<'_>, minted: Minted) -> Result<AtRest> {
     })
 }
 
-/// Waits for the API server profile started in (2), writes it to the results
-/// directory, and returns the names of the files written (none if it failed:
-/// the round goes on without it).
+/// A profile written to the results directory: the `.pprof` and the files
+/// written with it.
+struct SavedProfile {
+    pprof: std::path::PathBuf,
+    files: Vec<std::path::PathBuf>,
+}
+
+/// Waits for an API server profile, writes it to the results directory as
+/// `<stem>.pprof` (and its top functions as `<stem>.txt`); `None` if it
+/// failed: the round goes on without it.
 async fn save_profile(
     ctx: &RoundContext<'_>,
     profiling: JoinHandle<Result<Vec<u8>>>,
-) -> Vec<String> {
+    stem: &str,
+) -> Option<SavedProfile> {
     let bytes = match profiling.await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(error)) => {
-            ctx.progress(&format!("no API server profile: {error}"));
-            return Vec::new();
+            ctx.progress(&format!("no API server profile {stem}: {error}"));
+            return None;
         }
         Err(error) => {
-            ctx.progress(&format!("no API server profile: {error}"));
-            return Vec::new();
+            ctx.progress(&format!("no API server profile {stem}: {error}"));
+            return None;
         }
     };
-    let path = ctx
-        .options
-        .out
-        .join(format!("apiserver-cpu-{}.pprof", ctx.n));
-    match profile::save(&path, &bytes) {
-        Ok(files) => files
-            .iter()
-            .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect(),
+    let pprof = ctx.options.out.join(format!("{stem}.pprof"));
+    match profile::save(&pprof, &bytes) {
+        Ok(files) => Some(SavedProfile { pprof, files }),
         Err(error) => {
-            ctx.progress(&format!("cannot save the API server profile: {error}"));
-            Vec::new()
+            ctx.progress(&format!("cannot save the API server profile {stem}: {error}"));
+            None
         }
     }
+}
+
+/// The names of the profile files of (1)'s ideal operator and of (2), with
+/// (when both were taken) where (2)'s server time went beyond the ideal's.
+fn compare_profiles(
+    ctx: &RoundContext<'_>,
+    ideal: Option<SavedProfile>,
+    keymint: Option<SavedProfile>,
+) -> Vec<String> {
+    let mut files = Vec::new();
+    if let (Some(ideal), Some(keymint)) = (&ideal, &keymint) {
+        let diff = ctx
+            .options
+            .out
+            .join(format!("apiserver-cpu-diff-{}.txt", ctx.n));
+        match profile::save_diff(&ideal.pprof, &keymint.pprof, &diff) {
+            Ok(true) => files.push(diff),
+            Ok(false) => {}
+            Err(error) => ctx.progress(&format!("cannot compare the API server profiles: {error}")),
+        }
+    }
+    let saved = keymint.into_iter().chain(ideal).flat_map(|p| p.files);
+    saved
+        .chain(files)
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect()
 }
 
 /// (6) Restart: the operator of (2)-(4) killed with SIGKILL and started again,

@@ -98,7 +98,7 @@ pub fn markdown(run: &Run) -> String {
     if !profiles.is_empty() {
         let _ = writeln!(
             out,
-            "\nkube-apiserver CPU profiles over the first 20 s of (2), with their top functions: {}.",
+            "\nkube-apiserver CPU profiles over the first N / 150 seconds (10 to 120) of (2) and of (1)'s ideal operator (`-ideal-`), with their top functions, and where (2) spent more than the ideal operator (`-diff-`, pprof `-diff_base`): {}.",
             profiles.join(", ")
         );
     }

@@ -55,8 +55,9 @@ pub struct Round {
     pub write_costs: WriteCosts,
     /// WARN/ERROR lines the operator logged over the round.
     pub operator_warnings: usize,
-    /// kube-apiserver CPU profile over the first 20 s of (2) (`phases::PROFILE_SECONDS`),
-    /// and its top functions, in the results directory.
+    /// kube-apiserver CPU profiles of (2) and of the ideal operator (over
+    /// `phases::profile_seconds`), their top functions and their
+    /// difference: file names in the results directory.
     pub apiserver_profile: Vec<String>,
 }
 
