@@ -564,7 +564,9 @@ async fn save_profile(
     match profile::save(&pprof, &bytes) {
         Ok(files) => Some(SavedProfile { pprof, files }),
         Err(error) => {
-            ctx.progress(&format!("cannot save the API server profile {stem}: {error}"));
+            ctx.progress(&format!(
+                "cannot save the API server profile {stem}: {error}"
+            ));
             None
         }
     }
