@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Reconciles of one namespace in flight at once that are always granted
-/// (of the controllers' 32 each)...
+/// (of the controllers' 40 each)...
 pub const IN_FLIGHT_PER_NAMESPACE: usize = 8;
 /// ...and the total in flight up to which a namespace may go past that share:
 /// a lone busy namespace uses most of the slots (the API server is the limit,
 /// not an idle share), while the last [`IN_FLIGHT_PER_NAMESPACE`] slots stay
 /// for namespaces within their share, so a flood never holds up another tenant.
-pub const IN_FLIGHT_SHARED: usize = 24;
+pub const IN_FLIGHT_SHARED: usize = 32;
 /// A key turned away is woken when a slot frees and it is first in line.
 /// Should that wake be lost (the key it went to was deleted meanwhile), it
 /// also comes back by itself, after its place in its namespace's line times
@@ -483,8 +483,8 @@ mod tests {
         // Not yet measured: the shortest wait for all.
         let early = pacing.enter_at("a", "a/early", start).expect_err("full");
         assert_eq!(early, LINE_MIN_WAIT);
-        // Reconciles of 0.1 s: 24 slots finish 240 per second; with the
-        // patience a key comes back by itself as if 120 did.
+        // Reconciles of 0.1 s: 32 slots finish 320 per second; with the
+        // patience a key comes back by itself as if 160 did.
         {
             let mut in_flight = lock(&pacing.in_flight);
             let slots = in_flight.get_mut("a").expect("a");
@@ -492,7 +492,7 @@ mod tests {
             slots.waiting.clear();
             slots.line.clear();
         }
-        let waits: Vec<Duration> = (0..8000)
+        let waits: Vec<Duration> = (0..12000)
             .map(|n| {
                 pacing
                     .enter_at("a", &format!("a/waiting-{n}"), start)
@@ -500,13 +500,13 @@ mod tests {
             })
             .collect();
         assert_eq!(waits[0], LINE_MIN_WAIT, "the first in line comes back soon");
-        assert_eq!(waits[239], Duration::from_secs(2), "240th of 120/s");
-        assert_eq!(waits[7999], LINE_MAX_WAIT, "no longer than the bound");
+        assert_eq!(waits[319], Duration::from_secs(2), "320th of 160/s");
+        assert_eq!(waits[11999], LINE_MAX_WAIT, "no longer than the bound");
         assert!(waits.windows(2).all(|pair| pair[0] <= pair[1]), "in order");
         // A key asking again is not counted twice.
         assert!(pacing.enter_at("a", "a/waiting-0", start).is_err());
-        assert_eq!(lock(&pacing.in_flight)["a"].waiting.len(), 8000);
-        assert_eq!(lock(&pacing.in_flight)["a"].line.len(), 8000);
+        assert_eq!(lock(&pacing.in_flight)["a"].waiting.len(), 12000);
+        assert_eq!(lock(&pacing.in_flight)["a"].line.len(), 12000);
         // Deleted keys leave the line; a key that gets its slot leaves it too.
         let kept: HashSet<String> = (0..720).map(|n| format!("a/waiting-{n}")).collect();
         pacing.retain(|object| kept.contains(object));

@@ -163,7 +163,7 @@ fn api_and_account_key_owners(
 const RING_DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// Reconciles in flight per controller: each holds an API connection.
-const CONCURRENCY: u16 = 32;
+const CONCURRENCY: u16 = 40;
 
 async fn drive<K: KeyResource>(
     controller: Controller<Parsed<K>>,
