@@ -50,6 +50,8 @@ struct ObjectRef {
     #[serde(default)]
     resource: String,
     #[serde(default)]
+    name: String,
+    #[serde(default)]
     subresource: Option<String>,
 }
 
@@ -68,6 +70,13 @@ pub struct Requests {
     /// The subset that failed otherwise (HTTP status >= 400), same keys.
     pub failed: BTreeMap<String, u64>,
 }
+
+/// The one Secret the operator reads at every start (its record-signing
+/// key): counted apart from the keys' Secrets, whose reads a restart should
+/// not need.
+pub const RECORD_KEY_SECRET: &str = "keymint-record-key";
+/// The request key of that read.
+pub const RECORD_KEY_GET: &str = "get secrets (record key)";
 
 const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
 
@@ -230,6 +239,13 @@ fn counts_once(event: &Line) -> bool {
 
 fn request_key(event: &Line) -> String {
     match &event.object_ref {
+        Some(object)
+            if event.verb == "get"
+                && object.resource == "secrets"
+                && object.name == RECORD_KEY_SECRET =>
+        {
+            RECORD_KEY_GET.to_string()
+        }
         Some(object) if !object.resource.is_empty() => match &object.subresource {
             Some(sub) if !sub.is_empty() => format!("{} {}/{sub}", event.verb, object.resource),
             _ => format!("{} {}", event.verb, object.resource),
@@ -270,6 +286,9 @@ mod tests {
             line("ResponseComplete", "watch", "op", "secrets", "", 200),
             line("ResponseComplete", "get", "op", "secrets", "", 404),
             line("ResponseComplete", "create", "admin", "secrets", "", 201),
+            format!(
+                "{{\"stage\":\"ResponseComplete\",\"verb\":\"get\",\"user\":{{\"username\":\"op\"}},\"objectRef\":{{\"resource\":\"secrets\",\"name\":\"{RECORD_KEY_SECRET}\"}},\"requestURI\":\"/x\",\"responseStatus\":{{\"code\":200}}}}\n"
+            ),
         ]
         .concat();
         std::fs::write(&path, format!("{before}{window}partial")).expect("write");
@@ -282,9 +301,10 @@ mod tests {
         assert_eq!(requests.count("patch apikeys/status"), 2);
         assert_eq!(requests.count("watch secrets"), 1);
         assert_eq!(requests.count("get secrets"), 1);
+        assert_eq!(requests.count(RECORD_KEY_GET), 1);
         assert_eq!(requests.object_writes(), 3);
         assert_eq!(requests.event_writes(), 1);
-        assert_eq!(requests.reads(), 2);
+        assert_eq!(requests.reads(), 3);
         assert_eq!(requests.failed_total(), 1);
         assert_eq!(requests.not_found.get("get secrets"), Some(&1));
         let _ = std::fs::remove_dir_all(dir);

@@ -8,10 +8,15 @@
 //! it consumes it, and a key that needs any write reads its Secret first. A
 //! change the watch has not yet delivered wakes the key again when it is,
 //! and that reconcile reads the Secret: a tampered Secret is never missed.
+//!
+//! Views are held as compact JSON (about 2 KiB each, a parsed Secret is
+//! several times that) and parsed when taken, so 10,000 of them cost the
+//! restart tens of MiB less; views no reconcile took are dropped after
+//! [`VIEW_LIFETIME`], and the memory is handed back once none is left.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -27,11 +32,15 @@ use super::secret::{self, DataDigests};
 const LOAD_LIMIT: Duration = Duration::from_secs(30);
 /// Secrets per page where the list is paged (a page is held whole).
 const PAGE_SIZE: u32 = 50;
-/// A keymint Secret's metadata is 1 to 3 KiB (more with a large template);
-/// a Secret past this is read instead.
-const MAX_VIEW_METADATA_BYTES: usize = 16 * 1024;
+/// A keymint Secret without its data is 1 to 3 KiB as JSON (more with a
+/// large template); a Secret past this is read instead.
+const MAX_VIEW_BYTES: usize = 16 * 1024;
 /// keymint writes four data values; a Secret with many more is read.
 const MAX_VIEW_DATA_ENTRIES: usize = 16;
+/// Views not taken by then (Secrets no up-to-date key claims: a blocked
+/// key's, a deleted key's) are dropped: by then every key has had its first
+/// reconcile, and a later one reads its Secret.
+pub const VIEW_LIFETIME: Duration = Duration::from_secs(120);
 
 /// A Secret without its values.
 pub struct KnownSecret {
@@ -39,9 +48,22 @@ pub struct KnownSecret {
     pub data: DataDigests,
 }
 
+/// A view as it is held: the Secret (values removed) as JSON.
+struct HeldView {
+    resource_version: Option<String>,
+    secret_json: Box<[u8]>,
+    data: DataDigests,
+}
+
+#[derive(Default)]
+struct Views {
+    by_secret: HashMap<(String, String), HeldView>,
+    loaded_at: Option<Instant>,
+}
+
 #[derive(Default)]
 pub struct KnownSecrets {
-    views: Mutex<HashMap<(String, String), KnownSecret>>,
+    views: Mutex<Views>,
 }
 
 impl KnownSecrets {
@@ -51,6 +73,7 @@ impl KnownSecrets {
     /// scope's list: the views only save reads, and the controllers wait.
     pub async fn load(&self, client: &kube::Client, scopes: &[Option<String>], labels: &str) {
         let started = std::time::Instant::now();
+        self.lock().loaded_at = Some(started);
         for scope in scopes {
             let api: Api<Parsed<Secret>> = match scope {
                 Some(namespace) => Api::namespaced(client.clone(), namespace),
@@ -115,44 +138,60 @@ impl KnownSecrets {
             .annotations
             .as_ref()
             .is_some_and(|a| a.contains_key(secret::RECORD_SIGNATURE));
-        let small = data.values.len() <= MAX_VIEW_DATA_ENTRIES
-            && serde_json::to_vec(&found.metadata)
-                .is_ok_and(|json| json.len() <= MAX_VIEW_METADATA_BYTES);
-        if found.type_.as_deref() != Some(secret::SECRET_TYPE) || !signed || !small {
+        if found.type_.as_deref() != Some(secret::SECRET_TYPE)
+            || !signed
+            || data.values.len() > MAX_VIEW_DATA_ENTRIES
+        {
             return;
         }
-        let (Some(namespace), Some(name)) = (
-            found.metadata.namespace.clone(),
-            found.metadata.name.clone(),
-        ) else {
+        let Ok(json) = serde_json::to_vec(&found) else {
             return;
         };
-        self.lock().insert(
+        let (Some(namespace), Some(name)) = (found.metadata.namespace, found.metadata.name) else {
+            return;
+        };
+        if json.len() > MAX_VIEW_BYTES {
+            return;
+        }
+        self.lock().by_secret.insert(
             (namespace, name),
-            KnownSecret {
-                secret: found,
+            HeldView {
+                resource_version: found.metadata.resource_version,
+                secret_json: json.into_boxed_slice(),
                 data,
             },
         );
     }
 
     /// The view of a Secret, consumed: it serves one reconcile at most.
+    /// Taking the last one hands the memory of the views back.
     pub fn take(&self, namespace: &str, name: &str) -> Option<KnownSecret> {
-        let mut views = self.lock();
-        if views.is_empty() {
-            return None;
+        let (view, emptied) = {
+            let mut views = self.lock();
+            if views.by_secret.is_empty() {
+                return None;
+            }
+            let view = views
+                .by_secret
+                .remove(&(namespace.to_string(), name.to_string()));
+            (view, views.release_if_empty())
+        };
+        if emptied {
+            super::memory::release_free_memory();
         }
-        let view = views.remove(&(namespace.to_string(), name.to_string()));
-        if views.is_empty() {
-            views.shrink_to_fit();
-        }
-        view
+        let view = view?;
+        // keymint wrote this JSON itself: it parses; if not, the Secret is read.
+        let secret = serde_json::from_slice(&view.secret_json).ok()?;
+        Some(KnownSecret {
+            secret,
+            data: view.data,
+        })
     }
 
     /// The Secret watch saw this version: a view of another version goes.
     pub fn seen(&self, metadata: &ObjectMeta) {
         let mut views = self.lock();
-        if views.is_empty() {
+        if views.by_secret.is_empty() {
             return;
         }
         let (Some(namespace), Some(name)) = (&metadata.namespace, &metadata.name) else {
@@ -160,27 +199,49 @@ impl KnownSecrets {
         };
         let key = (namespace.clone(), name.clone());
         if views
+            .by_secret
             .get(&key)
-            .is_some_and(|view| view.secret.metadata.resource_version != metadata.resource_version)
+            .is_some_and(|view| view.resource_version != metadata.resource_version)
         {
-            views.remove(&key);
+            views.by_secret.remove(&key);
+            views.release_if_empty();
+        }
+    }
+
+    /// Drops every view once they are older than `lifetime`.
+    pub fn expire(&self, lifetime: Duration) {
+        let mut views = self.lock();
+        if views.loaded_at.is_some_and(|at| at.elapsed() >= lifetime) {
+            views.by_secret.clear();
+            views.release_if_empty();
         }
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_secret.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), KnownSecret>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Views> {
         // A panic elsewhere never leaves a half-written map (each change is
         // one insert or remove): the views stay usable.
         self.views
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Views {
+    /// Frees the map's table once it is empty; true if it did.
+    fn release_if_empty(&mut self) -> bool {
+        if !self.by_secret.is_empty() || self.by_secret.capacity() == 0 {
+            return false;
+        }
+        self.by_secret = HashMap::new();
+        true
     }
 }
 
@@ -245,10 +306,11 @@ mod tests {
         unsigned.metadata.annotations = None;
         known.keep(unsigned);
         let mut large = listed("7");
-        large.metadata.annotations.get_or_insert_default().insert(
-            "team.example/notes".into(),
-            "x".repeat(MAX_VIEW_METADATA_BYTES),
-        );
+        large
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("team.example/notes".into(), "x".repeat(MAX_VIEW_BYTES));
         known.keep(large);
         let mut wide = listed("7");
         wide.data = Some(
@@ -273,5 +335,17 @@ mod tests {
             known.is_empty(),
             "a changed Secret is read, not judged by its view"
         );
+    }
+
+    #[test]
+    fn views_no_reconcile_took_expire() {
+        let known = KnownSecrets::default();
+        known.lock().loaded_at = Some(Instant::now());
+        known.keep(listed("7"));
+        known.expire(Duration::from_secs(60));
+        assert_eq!(known.len(), 1, "young views stay");
+        known.expire(Duration::ZERO);
+        assert!(known.is_empty());
+        assert!(known.take("team", "billing").is_none());
     }
 }

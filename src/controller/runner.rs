@@ -597,8 +597,9 @@ fn lister<K: KeyResource>(store: Store<Parsed<K>>) -> OwnerLister {
 
 /// Deleted resources are never reconciled again, so the metrics and the
 /// backoff state forget them by comparing with the caches now and then (a
-/// tenant creating and deleting resources cannot grow them); then the memory
-/// freed since the last tick goes back to the system.
+/// tenant creating and deleting resources cannot grow them), startup views
+/// no reconcile took go; then the memory freed since the last tick goes back
+/// to the system.
 async fn forget_deleted(
     ctx: Arc<Context>,
     listers: Vec<OwnerLister>,
@@ -613,6 +614,7 @@ async fn forget_deleted(
                 let present: HashSet<String> = listers.iter().flat_map(|list| list()).collect();
                 ctx.metrics.retain_keys(|owner| present.contains(owner));
                 ctx.pacing.retain(|owner| present.contains(owner));
+                ctx.known.expire(super::known::VIEW_LIFETIME);
                 super::memory::release_free_memory();
             }
             _ = &mut stop => return,
