@@ -222,7 +222,8 @@ pub fn wipe(secret: &mut Secret) {
 
 /// What keymint judges a Secret's data by: the SHA-256 of each value, never
 /// the values, so a Secret can be judged from a view that holds no key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// (Serialized only into the startup views, see `known`.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DataDigests {
     /// Hex SHA-256 of each data value, by name.
     pub values: BTreeMap<String, String>,
