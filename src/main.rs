@@ -82,7 +82,7 @@ struct RunArgs {
     #[arg(
         long,
         env = "KEYMINT_RECORD_KEY_SECRET",
-        default_value = "keymint-record-key"
+        default_value = keymint::controller::record_key::DEFAULT_SECRET_NAME
     )]
     record_key_secret: String,
     /// Log format.

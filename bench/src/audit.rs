@@ -72,9 +72,9 @@ pub struct Requests {
 }
 
 /// The one Secret the operator reads at every start (its record-signing
-/// key): counted apart from the keys' Secrets, whose reads a restart should
-/// not need.
-pub const RECORD_KEY_SECRET: &str = "keymint-record-key";
+/// key, the bench runs it with the default name): counted apart from the
+/// keys' Secrets, whose reads a restart should not need.
+pub const RECORD_KEY_SECRET: &str = keymint::controller::record_key::DEFAULT_SECRET_NAME;
 /// The request key of that read.
 pub const RECORD_KEY_GET: &str = "get secrets (record key)";
 

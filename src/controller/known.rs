@@ -192,27 +192,29 @@ impl KnownSecrets {
     /// The view of a Secret, consumed: it serves one reconcile at most.
     /// Taking the last one hands the memory of the views back.
     pub fn take(&self, namespace: &str, name: &str) -> Option<KnownSecret> {
-        let (view, emptied) = {
+        // The JSON is copied out and parsed after the lock is released:
+        // every reconcile and the Secret watch take this lock.
+        let (json, emptied) = {
             let mut views = self.lock();
             if views.by_secret.is_empty() {
                 return None;
             }
             let key = views.hasher.hash_one((namespace, name));
-            let view = views.by_secret.remove(&key).and_then(|held| {
-                // keymint wrote this JSON itself: it parses; if not, the
-                // Secret is read.
-                serde_json::from_slice::<KnownSecret>(views.buffer.get(held.start..held.end)?).ok()
-            });
-            (view, views.release_if_empty())
+            let json = views
+                .by_secret
+                .remove(&key)
+                .and_then(|held| views.buffer.get(held.start..held.end).map(<[u8]>::to_vec));
+            (json, views.release_if_empty())
         };
         if emptied {
             super::memory::release_free_memory();
         }
-        view.filter(|view| {
-            let metadata = &view.secret.metadata;
-            metadata.namespace.as_deref() == Some(namespace)
-                && metadata.name.as_deref() == Some(name)
-        })
+        // keymint wrote this JSON itself: it parses; if not, the Secret is read.
+        let view: KnownSecret = serde_json::from_slice(&json?).ok()?;
+        let metadata = &view.secret.metadata;
+        let its_own = metadata.namespace.as_deref() == Some(namespace)
+            && metadata.name.as_deref() == Some(name);
+        its_own.then_some(view)
     }
 
     /// The Secret watch saw this version: a view of another version goes.

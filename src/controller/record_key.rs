@@ -18,6 +18,8 @@ use crate::keys::signature::SigningKey;
 pub const DATA_FIELD: &str = "hmac-sha256";
 /// The Secret type, so the record key is never mistaken for a minted key.
 pub const SECRET_TYPE: &str = "keymint.dev/record-key";
+/// The Secret's name unless `--record-key-secret` says otherwise.
+pub const DEFAULT_SECRET_NAME: &str = "keymint-record-key";
 
 /// Reads the signing key from `namespace/name`, creating it if missing.
 /// Errors name the Secret, never its content.
