@@ -1,7 +1,8 @@
 //! Prometheus metrics: reconciles, errors, keys by kind, seconds until the
 //! earliest expiry, rotations. Labels come from fixed sets, never free text.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -28,9 +29,25 @@ pub struct ErrorLabels {
 
 const KINDS: [&str; 3] = ["RootKey", "ServiceAccountKey", "APIKey"];
 
-/// Issued keys: resource identity -> its kind (an index into [`KINDS`]) and
-/// expiry (None: never expires).
-type KeyBook = HashMap<String, (usize, Option<Timestamp>)>;
+/// Issued keys, by a keyed hash of the resource's identity: its kind (an
+/// index into [`KINDS`]) and expiry in Unix seconds ([`NEVER`]: it never
+/// expires). 24 bytes a key, where the identity string and the table took
+/// about 100. The hasher's keys are drawn per process, so names cannot be
+/// crafted to collide; two keys colliding by chance count as one.
+#[derive(Default)]
+struct KeyBook {
+    keys: HashMap<u64, (u8, i64)>,
+    hasher: RandomState,
+}
+
+/// The expiry in the book of a key that never expires.
+const NEVER: i64 = i64::MAX;
+
+impl KeyBook {
+    fn identity(&self, owner: &str) -> u64 {
+        self.hasher.hash_one(owner)
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -254,8 +271,11 @@ impl Metrics {
         let Some(kind) = KINDS.iter().position(|k| *k == kind) else {
             return;
         };
+        let kind = u8::try_from(kind).unwrap_or(u8::MAX);
+        let expiry = expires_at.map_or(NEVER, |at| at.as_second());
         let mut book = self.lock_book();
-        let before = book.insert(owner.to_string(), (kind, expires_at));
+        let identity = book.identity(owner);
+        let before = book.keys.insert(identity, (kind, expiry));
         // Counted as it changes: a pass over every key per reconcile would
         // cost O(keys) each, O(keys²) to mint them all.
         if before.map(|(k, _)| k) != Some(kind) {
@@ -268,18 +288,27 @@ impl Metrics {
 
     /// A resource has no usable key (blocked, revoked).
     pub fn key_blocked(&self, _kind: &str, owner: &str) {
-        if let Some((kind, _)) = self.lock_book().remove(owner) {
+        let mut book = self.lock_book();
+        let identity = book.identity(owner);
+        if let Some((kind, _)) = book.keys.remove(&identity) {
             self.count(kind, -1);
         }
     }
 
-    /// Keeps only the resources `keep` accepts (the others are gone).
-    pub fn retain_keys(&self, keep: impl Fn(&str) -> bool) {
+    /// Keeps only the keys of the resources `present` names (the others are
+    /// gone).
+    pub fn retain_keys(&self, present: &HashSet<String>) {
         let mut book = self.lock_book();
-        book.retain(|owner, _| keep(owner));
+        let present: HashSet<u64> = present.iter().map(|owner| book.identity(owner)).collect();
+        book.keys.retain(|identity, _| present.contains(identity));
+        if book.keys.capacity() > 4 * book.keys.len() + 64 {
+            book.keys.shrink_to_fit();
+        }
         let mut counts = [0i64; KINDS.len()];
-        for (kind, _) in book.values() {
-            counts[*kind] += 1;
+        for (kind, _) in book.keys.values() {
+            if let Some(count) = counts.get_mut(usize::from(*kind)) {
+                *count += 1;
+            }
         }
         for (kind, count) in KINDS.iter().zip(counts) {
             self.keys
@@ -290,8 +319,8 @@ impl Metrics {
         }
     }
 
-    fn count(&self, kind: usize, change: i64) {
-        if let Some(kind) = KINDS.get(kind) {
+    fn count(&self, kind: u8, change: i64) {
+        if let Some(kind) = KINDS.get(usize::from(kind)) {
             self.keys
                 .get_or_create(&KindLabel {
                     kind: (*kind).into(),
@@ -311,11 +340,13 @@ impl Metrics {
     fn update_earliest_expiry(&self) {
         let earliest = self
             .lock_book()
+            .keys
             .values()
-            .filter_map(|(_, expiry)| *expiry)
+            .map(|(_, expiry)| *expiry)
+            .filter(|expiry| *expiry != NEVER)
             .min();
         let seconds = earliest
-            .map(|t| t.duration_since(Timestamp::now()).as_secs_f64())
+            .map(|at| (at - Timestamp::now().as_second()) as f64)
             .unwrap_or(f64::INFINITY);
         self.earliest_expiry.set(seconds);
     }
@@ -326,5 +357,55 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issued(metrics: &Metrics, kind: &str) -> i64 {
+        metrics
+            .keys
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .get()
+    }
+
+    #[test]
+    fn the_key_count_follows_issued_blocked_and_deleted_resources() {
+        let metrics = Metrics::default();
+        let soon = Timestamp::now() + jiff::SignedDuration::from_secs(600);
+        for n in 0..100 {
+            metrics.key_observed("APIKey", &format!("APIKey/ns/k{n}"), Some(soon));
+        }
+        metrics.key_observed("RootKey", "RootKey/r", None);
+        metrics.key_observed("APIKey", "APIKey/ns/k0", Some(soon));
+        assert_eq!(
+            (issued(&metrics, "APIKey"), issued(&metrics, "RootKey")),
+            (100, 1)
+        );
+        metrics.key_blocked("APIKey", "APIKey/ns/k1");
+        assert_eq!(issued(&metrics, "APIKey"), 99);
+        let present = HashSet::from(["APIKey/ns/k2".to_string(), "RootKey/r".to_string()]);
+        metrics.retain_keys(&present);
+        assert_eq!(
+            (issued(&metrics, "APIKey"), issued(&metrics, "RootKey")),
+            (1, 1)
+        );
+        assert!(
+            metrics.lock_book().keys.capacity() <= 64,
+            "the table shrinks"
+        );
+        let text = metrics.encode().expect("encode");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("keymint_seconds_until_earliest_expiry "))
+            .expect("gauge");
+        let seconds: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("value");
+        assert!((590.0..=600.0).contains(&seconds), "{line}");
     }
 }

@@ -5,6 +5,7 @@
 //! by objects that exist and forgets an entry once it is back at rest.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -135,22 +136,42 @@ impl Rate {
 
 /// Event budgets per (object, reason), and when full ones were last swept:
 /// sweeping on every publish past a size would cost a pass over the map per
-/// Event while many keys are new.
+/// Event while many keys are new. Budgets are found by keyed hashes of the
+/// object and of the reason (40 bytes a budget, where two strings and the
+/// table took about 200: every new key spends one, so 10,000 keys held 2 MB
+/// for the two minutes a token takes to come back). The hasher's keys are
+/// drawn per process, so names cannot be crafted to share a budget; should
+/// two share one by chance, they are only held to one budget together.
 #[derive(Default)]
 struct EventBudgets {
-    buckets: HashMap<(String, String), Bucket>,
+    buckets: HashMap<(u64, u64), Bucket>,
     swept: Option<Instant>,
+    hasher: RandomState,
 }
 
 impl EventBudgets {
     /// Forgets the full buckets (they carry no information) and those of
-    /// objects `keep` no longer names.
-    fn sweep(&mut self, now: Instant, keep: impl Fn(&str) -> bool) {
+    /// objects not `present`, when that is known.
+    fn sweep(&mut self, now: Instant, present: Option<&HashSet<u64>>) {
         self.buckets.retain(|(object, _), bucket| {
             bucket.refill(now);
-            keep(object) && bucket.tokens < EVENT_BURST
+            bucket.tokens < EVENT_BURST && present.is_none_or(|present| present.contains(object))
         });
+        shrink_if_sparse(&mut self.buckets);
         self.swept = Some(now);
+    }
+
+    fn budget(&mut self, object: &str, reason: &str, now: Instant) -> &mut Bucket {
+        let key = (self.hasher.hash_one(object), self.hasher.hash_one(reason));
+        self.buckets.entry(key).or_insert_with(|| Bucket::full(now))
+    }
+}
+
+/// A map's table is kept at its largest size after entries leave: give the
+/// memory back once most of it is empty (after 10,000 keys were minted, say).
+fn shrink_if_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 4 * map.len() + 64 {
+        map.shrink_to_fit();
     }
 }
 
@@ -331,16 +352,25 @@ impl Pacing {
         lock(&self.failures).remove(object);
     }
 
-    /// Forgets the failures of resources `keep` no longer names (deleted).
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        lock(&self.failures).retain(|object, _| keep(object));
+    /// Forgets the state of resources no longer `present` (deleted).
+    pub fn retain(&self, present: &HashSet<String>) {
+        {
+            let mut failures = lock(&self.failures);
+            failures.retain(|object, _| present.contains(object));
+            shrink_if_sparse(&mut failures);
+        }
         lock(&self.in_flight).retain(|_, slots| {
-            slots.waiting.retain(|object| keep(object));
+            slots.waiting.retain(|object| present.contains(object));
             slots.forget_skipped();
             !slots.idle()
         });
         // Full buckets carry no information either: at rest the map empties.
-        lock(&self.events).sweep(Instant::now(), keep);
+        let mut events = lock(&self.events);
+        let present: HashSet<u64> = present
+            .iter()
+            .map(|object| events.hasher.hash_one(object.as_str()))
+            .collect();
+        events.sweep(Instant::now(), Some(&present));
     }
 
     /// A slot for a reconcile of `object` in `namespace`, unless the
@@ -397,13 +427,9 @@ impl Pacing {
             .swept
             .is_none_or(|swept| now.saturating_duration_since(swept) >= EVENT_SWEEP_INTERVAL);
         if events.buckets.len() > 10_000 && sweep_due {
-            events.sweep(now, |_| true);
+            events.sweep(now, None);
         }
-        events
-            .buckets
-            .entry((object.to_string(), reason.to_string()))
-            .or_insert_with(|| Bucket::full(now))
-            .take(now)
+        events.budget(object, reason, now).take(now)
     }
 }
 
@@ -424,7 +450,7 @@ mod tests {
         assert_eq!(pacing.failed("a"), Duration::from_secs(5));
         // A deleted resource's state goes; a present one's stays.
         assert!(pacing.may_publish("gone", "KeyRotated"));
-        pacing.retain(|owner| owner == "b");
+        pacing.retain(&HashSet::from(["b".to_string()]));
         assert_eq!(
             pacing.failed("a"),
             Duration::from_secs(5),
@@ -509,7 +535,7 @@ mod tests {
         assert_eq!(lock(&pacing.in_flight)["a"].line.len(), 12000);
         // Deleted keys leave the line; a key that gets its slot leaves it too.
         let kept: HashSet<String> = (0..720).map(|n| format!("a/waiting-{n}")).collect();
-        pacing.retain(|object| kept.contains(object));
+        pacing.retain(&kept);
         drop(held.pop());
         held.push(
             pacing
@@ -529,7 +555,7 @@ mod tests {
             LINE_MIN_WAIT
         );
         drop(held);
-        pacing.retain(|_| false);
+        pacing.retain(&HashSet::new());
         assert!(lock(&pacing.in_flight).is_empty(), "nothing kept at rest");
     }
 
@@ -598,6 +624,29 @@ mod tests {
         assert!(pacing.claim("ns", "t").is_some());
         drop(first);
         assert!(pacing.claim("ns", "s").is_some());
+    }
+
+    #[test]
+    fn event_budgets_are_forgotten_once_full_again_and_their_table_shrinks() {
+        let pacing = Pacing::default();
+        let start = Instant::now();
+        for n in 0..1000 {
+            assert!(pacing.may_publish_at(&format!("APIKey/ns/k{n}"), "KeyIssued", start));
+        }
+        let mut events = lock(&pacing.events);
+        events.sweep(start + EVENT_REFILL / 2, None);
+        assert_eq!(
+            events.buckets.len(),
+            1000,
+            "a spent token is remembered until it is back"
+        );
+        events.sweep(start + EVENT_REFILL, None);
+        assert!(events.buckets.is_empty());
+        assert!(
+            events.buckets.capacity() <= 64,
+            "{}",
+            events.buckets.capacity()
+        );
     }
 
     #[test]

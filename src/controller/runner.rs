@@ -612,8 +612,8 @@ async fn forget_deleted(
         tokio::select! {
             _ = tick.tick() => {
                 let present: HashSet<String> = listers.iter().flat_map(|list| list()).collect();
-                ctx.metrics.retain_keys(|owner| present.contains(owner));
-                ctx.pacing.retain(|owner| present.contains(owner));
+                ctx.metrics.retain_keys(&present);
+                ctx.pacing.retain(&present);
                 ctx.known.expire(super::known::VIEW_LIFETIME);
                 super::memory::release_free_memory();
             }
