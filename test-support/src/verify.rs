@@ -123,6 +123,15 @@ pub fn request_at(
     stream.write_all(text.as_bytes())?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
+    // A connection closed before any answer is no answer (seen once through
+    // a Service on the node while its endpoints settled): an error, so that a
+    // caller polling for an answer polls again.
+    if response.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{host}:{port} closed the connection without an answer"),
+        ));
+    }
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let mut lines = head.lines();
     let status = lines
