@@ -159,14 +159,14 @@ impl KnownSecrets {
         {
             return;
         }
-        let (Some(namespace), Some(name)) = (
-            found.metadata.namespace.clone(),
-            found.metadata.name.clone(),
-        ) else {
-            return;
-        };
         let mut views = self.lock();
         let views = &mut *views;
+        let metadata = &found.metadata;
+        let (Some(namespace), Some(name)) = (&metadata.namespace, &metadata.name) else {
+            return;
+        };
+        let key = views.key(namespace, name);
+        let resource_version = views.version(metadata);
         let start = views.buffer.len();
         let view = KnownSecret {
             secret: found,
@@ -181,11 +181,8 @@ impl KnownSecrets {
         let held = HeldView {
             start,
             end,
-            resource_version: views
-                .hasher
-                .hash_one(view.secret.metadata.resource_version.as_deref()),
+            resource_version,
         };
-        let key = views.hasher.hash_one((namespace.as_str(), name.as_str()));
         views.by_secret.insert(key, held);
     }
 
@@ -199,7 +196,7 @@ impl KnownSecrets {
             if views.by_secret.is_empty() {
                 return None;
             }
-            let key = views.hasher.hash_one((namespace, name));
+            let key = views.key(namespace, name);
             let json = views
                 .by_secret
                 .remove(&key)
@@ -226,8 +223,8 @@ impl KnownSecrets {
         let (Some(namespace), Some(name)) = (&metadata.namespace, &metadata.name) else {
             return;
         };
-        let key = views.hasher.hash_one((namespace.as_str(), name.as_str()));
-        let version = views.hasher.hash_one(metadata.resource_version.as_deref());
+        let key = views.key(namespace, name);
+        let version = views.version(metadata);
         if views
             .by_secret
             .get(&key)
@@ -265,6 +262,16 @@ impl KnownSecrets {
 }
 
 impl Views {
+    /// Where the view of the Secret `namespace/name` is filed.
+    fn key(&self, namespace: &str, name: &str) -> u64 {
+        self.hasher.hash_one((namespace, name))
+    }
+
+    /// The version a view is of, as it is kept.
+    fn version(&self, metadata: &ObjectMeta) -> u64 {
+        self.hasher.hash_one(metadata.resource_version.as_deref())
+    }
+
     /// Frees the table and the buffer once no view is left; true if it did.
     fn release_if_empty(&mut self) -> bool {
         if !self.by_secret.is_empty()

@@ -301,9 +301,7 @@ impl Metrics {
         let mut book = self.lock_book();
         let present: HashSet<u64> = present.iter().map(|owner| book.identity(owner)).collect();
         book.keys.retain(|identity, _| present.contains(identity));
-        if book.keys.capacity() > 4 * book.keys.len() + 64 {
-            book.keys.shrink_to_fit();
-        }
+        super::memory::shrink_if_sparse(&mut book.keys);
         let mut counts = [0i64; KINDS.len()];
         for (kind, _) in book.keys.values() {
             if let Some(count) = counts.get_mut(usize::from(*kind)) {

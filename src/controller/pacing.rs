@@ -5,9 +5,11 @@
 //! by objects that exist and forgets an entry once it is back at rest.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use super::memory::shrink_if_sparse;
 
 /// First retry after a failure; it doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
@@ -164,14 +166,6 @@ impl EventBudgets {
     fn budget(&mut self, object: &str, reason: &str, now: Instant) -> &mut Bucket {
         let key = (self.hasher.hash_one(object), self.hasher.hash_one(reason));
         self.buckets.entry(key).or_insert_with(|| Bucket::full(now))
-    }
-}
-
-/// A map's table is kept at its largest size after entries leave: give the
-/// memory back once most of it is empty (after 10,000 keys were minted, say).
-fn shrink_if_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > 4 * map.len() + 64 {
-        map.shrink_to_fit();
     }
 }
 
