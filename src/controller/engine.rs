@@ -252,6 +252,11 @@ async fn prepare<K: KeyResource>(
     } else {
         None
     };
+    // This reconcile judges that version: the watch delivering it later
+    // (after the view is gone) is no news, like the echo of a write.
+    if let Some(view) = &view {
+        ctx.record_own_write(&view.secret.metadata);
+    }
     let viewed = view.is_some();
     let (fetched, data) = match view {
         Some(view) => (Some(view.secret), view.data),

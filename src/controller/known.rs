@@ -215,24 +215,29 @@ impl KnownSecrets {
     }
 
     /// The Secret watch saw this version: a view of another version goes.
-    pub fn seen(&self, metadata: &ObjectMeta) {
+    /// True if a view of this very version is held: the watch brings
+    /// nothing the startup list did not (every key's first reconcile, woken
+    /// by its own watch, judges that view), so it need not wake the key. A
+    /// key woken a second time would find its view taken and read the Secret.
+    pub fn seen(&self, metadata: &ObjectMeta) -> bool {
         let mut views = self.lock();
         if views.by_secret.is_empty() {
-            return;
+            return false;
         }
         let (Some(namespace), Some(name)) = (&metadata.namespace, &metadata.name) else {
-            return;
+            return false;
         };
         let key = views.key(namespace, name);
         let version = views.version(metadata);
-        if views
-            .by_secret
-            .get(&key)
-            .is_some_and(|view| view.resource_version != version)
-        {
-            views.by_secret.remove(&key);
-            views.release_if_empty();
+        let Some(view) = views.by_secret.get(&key) else {
+            return false;
+        };
+        if view.resource_version == version {
+            return true;
         }
+        views.by_secret.remove(&key);
+        views.release_if_empty();
+        false
     }
 
     /// Drops every view once they are older than `lifetime`.
@@ -368,9 +373,9 @@ mod tests {
     fn a_view_goes_once_the_watch_sees_another_version() {
         let known = KnownSecrets::default();
         known.keep(listed("7"));
-        known.seen(&meta("7"));
+        assert!(known.seen(&meta("7")), "the listed version is known");
         assert_eq!(known.len(), 1, "the same version keeps its view");
-        known.seen(&meta("8"));
+        assert!(!known.seen(&meta("8")), "another version is news");
         assert!(
             known.is_empty(),
             "a changed Secret is read, not judged by its view"

@@ -133,10 +133,11 @@ fn secret_owners<K: KeyResource>(
 }
 
 /// Notes the version the Secret watch delivered; false for the echo of
-/// keymint's own write (already reconciled).
+/// keymint's own write (already reconciled) and for a version the startup
+/// list already showed (judged by the key's first reconcile).
 fn is_news(ctx: &Context, secret: &MetaOnly<Secret>) -> bool {
-    ctx.known.seen(&secret.metadata);
-    !ctx.is_own_write(&secret.metadata)
+    let listed = ctx.known.seen(&secret.metadata);
+    !listed && !ctx.is_own_write(&secret.metadata)
 }
 
 /// The mapper of a namespace scope's one Secret watch, which serves both of
