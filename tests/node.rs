@@ -956,8 +956,8 @@ async fn the_chart_deploys_keymint_verify_for_a_ring_and_it_answers_through_its_
         .and_then(|spec| spec.cluster_ip)
         .expect("a cluster IP");
     let body = serde_json::json!({"key": key, "permission": "exports:csv"}).to_string();
-    let answer = eventually("a verification through the Service", WAIT, || async {
-        request_at(
+    let verdict = eventually("a verification through the Service", WAIT, || async {
+        let answer = request_at(
             &address,
             8081,
             "POST",
@@ -965,10 +965,13 @@ async fn the_chart_deploys_keymint_verify_for_a_ring_and_it_answers_through_its_
             &[("Content-Type", "application/json")],
             &body,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        // Shown with the test's output: what answered before the verifier did.
+        answer
+            .ok_json()
+            .inspect_err(|seen| eprintln!("through the Service: {seen}"))
     })
     .await;
-    let verdict = answer.json();
     assert_eq!(verdict["code"], "VALID", "{verdict}");
     assert_eq!(
         verdict["id"],

@@ -91,6 +91,19 @@ impl Answer {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
+
+    /// The JSON body of a `200 OK`, or what came instead: for a poller that
+    /// asks again until the right server answers (through a Service whose
+    /// endpoints are still settling, once an answer with no body came back).
+    pub fn ok_json(&self) -> Result<Value, String> {
+        match (self.status, serde_json::from_str(&self.body)) {
+            (200, Ok(value)) => Ok(value),
+            (status, _) => Err(format!(
+                "HTTP {status}, headers {:?}, body {:?}",
+                self.headers, self.body
+            )),
+        }
+    }
 }
 
 /// One HTTP/1.1 request on loopback (connection closed after it).
@@ -132,7 +145,13 @@ pub fn request_at(
             format!("{host}:{port} closed the connection without an answer"),
         ));
     }
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    // Nor is an answer cut off before the end of its head.
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{host}:{port} closed the connection inside the answer's head: {response:?}"),
+        ));
+    };
     let mut lines = head.lines();
     let status = lines
         .next()
