@@ -13,7 +13,7 @@ use keymint::controller::runner::{self, Scope};
 use keymint::controller::{Context, Metrics, Settings};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -312,6 +312,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     };
     let _ = stop.send(true);
     signals.abort();
+    debug!("waiting for the metrics server to stop");
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => warn!(%error, "metrics server failed"),

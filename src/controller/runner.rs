@@ -169,14 +169,13 @@ const CONCURRENCY: u16 = 40;
 async fn drive<K: KeyResource>(
     controller: Controller<Parsed<K>>,
     ctx: Arc<Context>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    shutdown: watch::Receiver<bool>,
 ) {
-    controller
+    let results = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::<K>, error_policy::<K>, ctx)
-        .for_each(|result| async move { log_result("key", result) })
-        .await;
+        .graceful_shutdown_on(stopped(shutdown.clone()))
+        .run(reconcile::<K>, error_policy::<K>, ctx);
+    log_until_stopped(K::kind(&()).into_owned(), results, shutdown, STOP_GRACE).await;
 }
 
 /// Logs one result of a controller's stream: reconciles at debug (their
@@ -199,6 +198,49 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// How long a controller has after the shutdown to finish its reconciles in
+/// flight (each a few API calls) before it is dropped.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Logs a controller's results until the stream ends, as its graceful
+/// shutdown makes it do once its reconciles in flight are done; or
+/// `grace` ([`STOP_GRACE`]) after `shutdown`, whatever it is doing. kube-runtime holds a
+/// controller's runner until its cache's first list is done, even in a
+/// graceful shutdown, so an operator signalled while a list was still running
+/// never exited (`operator_process`, 1 run in 10, signalled 0.2 s after it
+/// became the leader). Dropping a reconcile midway is a crash, which
+/// `fault_crash` proves safe: each write is whole, and the next start resumes.
+async fn log_until_stopped<K, E, Q>(
+    controller: String,
+    results: impl futures::Stream<
+        Item = Result<(ObjectRef<K>, kube::runtime::controller::Action), ControllerError<E, Q>>,
+    >,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    K: Resource,
+    E: std::error::Error + 'static,
+    Q: std::error::Error + 'static,
+{
+    let forced = async move {
+        stopped(shutdown).await;
+        tokio::time::sleep(grace).await;
+    };
+    let mut results = std::pin::pin!(results.take_until(forced));
+    while let Some(result) = results.next().await {
+        log_result(&controller, result);
+    }
+    if results.is_stopped() {
+        warn!(
+            controller,
+            seconds = grace.as_secs_f64(),
+            "controller did not stop within its grace after the shutdown (a first list still running?): dropped"
+        );
+    } else {
+        debug!(controller, "controller stopped");
+    }
+}
+
 /// Runs every controller until `shutdown` turns true.
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool>) {
     let client = ctx.client.clone();
@@ -216,9 +258,12 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             }
         }
     }
-    ctx.known
-        .load(&client, &listed, &managed_secrets_label())
-        .await;
+    // (Up to 30 s on a slow server: a shutdown meanwhile ends the wait.)
+    let labels = managed_secrets_label();
+    tokio::select! {
+        () = ctx.known.load(&client, &listed, &labels) => {}
+        () = stopped(shutdown.clone()) => return,
+    }
     let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     let mut listers: Vec<OwnerLister> = Vec::new();
 
@@ -234,11 +279,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
         );
     }
     listers.push(lister(root_keys.store()));
-    tasks.push(Box::pin(drive(
-        root_keys,
-        ctx.clone(),
-        stopped(shutdown.clone()),
-    )));
+    tasks.push(Box::pin(drive(root_keys, ctx.clone(), shutdown.clone())));
 
     let mut api_key_stores = Vec::new();
     let mut account_key_stores = Vec::new();
@@ -273,11 +314,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             keys_naming(api_key_store),
         );
         listers.push(lister(api_keys.store()));
-        tasks.push(Box::pin(drive(
-            api_keys,
-            ctx.clone(),
-            stopped(shutdown.clone()),
-        )));
+        tasks.push(Box::pin(drive(api_keys, ctx.clone(), shutdown.clone())));
 
         let account_keys = key_controller(
             &ctx,
@@ -312,11 +349,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
                         .collect::<Vec<_>>()
                 },
             );
-        tasks.push(Box::pin(drive(
-            account_keys,
-            ctx.clone(),
-            stopped(shutdown.clone()),
-        )));
+        tasks.push(Box::pin(drive(account_keys, ctx.clone(), shutdown.clone())));
     }
     ctx.pacing.set_waker(line_waker(
         namespaces.clone(),
@@ -347,11 +380,12 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: watch::Receiver<bool
             client.clone(),
             namespace,
             ring_context.clone(),
-            stopped(shutdown.clone()),
+            shutdown.clone(),
         )));
     }
     tasks.push(Box::pin(forget_deleted(ctx.clone(), listers, shutdown)));
     futures::future::join_all(tasks).await;
+    debug!("every controller stopped");
 }
 
 /// Wakes a key first in its namespace's line (by its owner id) through the
@@ -420,7 +454,7 @@ async fn drive_rings(
     client: kube::Client,
     namespace: Option<String>,
     rc: Arc<RingContext>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    shutdown: watch::Receiver<bool>,
 ) {
     let client = &client;
     let namespace = namespace.as_deref();
@@ -444,7 +478,7 @@ async fn drive_rings(
             .map(|ring| ObjectRef::from_obj(&*ring))
             .collect::<Vec<_>>()
     };
-    rings
+    let results = rings
         // Keys in the same watch scope (all namespaces, or this one).
         .watches(
             namespaced_api::<Parsed<ApiKey>>(client, namespace),
@@ -485,10 +519,9 @@ async fn drive_rings(
                 .debounce(RING_DEBOUNCE)
                 .concurrency(CONCURRENCY),
         )
-        .graceful_shutdown_on(shutdown)
-        .run(ring::reconcile, ring::error_policy, rc)
-        .for_each(|result| async move { log_result("key ring", result) })
-        .await;
+        .graceful_shutdown_on(stopped(shutdown.clone()))
+        .run(ring::reconcile, ring::error_policy, rc);
+    log_until_stopped("KeyRing".into(), results, shutdown, STOP_GRACE).await;
 }
 
 /// How long a consumer waits for more of its keys to change before keymint
@@ -534,20 +567,25 @@ where
         tasks: &mut Vec<futures::future::BoxFuture<'static, ()>>,
     ) {
         for controller in self.0 {
-            let rc = rc.clone();
-            let stop = stopped(shutdown.clone());
-            tasks.push(Box::pin(async move {
-                controller
-                    .with_config(
-                        kube::runtime::controller::Config::default()
-                            .debounce(ROLLOUT_DEBOUNCE)
-                            .concurrency(CONCURRENCY),
-                    )
-                    .graceful_shutdown_on(stop)
-                    .run(holders::reconcile::<W>, holders::error_policy::<W>, rc)
-                    .for_each(|result| async move { log_result("consumer", result) })
-                    .await;
-            }));
+            let results = controller
+                .with_config(
+                    kube::runtime::controller::Config::default()
+                        .debounce(ROLLOUT_DEBOUNCE)
+                        .concurrency(CONCURRENCY),
+                )
+                .graceful_shutdown_on(stopped(shutdown.clone()))
+                .run(
+                    holders::reconcile::<W>,
+                    holders::error_policy::<W>,
+                    rc.clone(),
+                );
+            let controller = format!("consumer {}", W::kind(&()));
+            tasks.push(Box::pin(log_until_stopped(
+                controller,
+                results,
+                shutdown.clone(),
+                STOP_GRACE,
+            )));
         }
     }
 }
@@ -618,7 +656,10 @@ async fn forget_deleted(
                 ctx.known.expire(super::known::VIEW_LIFETIME);
                 super::memory::release_free_memory();
             }
-            _ = &mut stop => return,
+            _ = &mut stop => {
+                debug!("forget loop stopped");
+                return;
+            }
         }
     }
 }
@@ -650,6 +691,63 @@ mod tests {
         assert!(<MetaOnly<Secret> as Resource>::metadata_api());
         assert!(<MetaOnly<ServiceAccount> as Resource>::metadata_api());
         assert_eq!(config.page_size, Some(PAGE_SIZE));
+    }
+
+    /// A controller whose cache never finished its first list: kube-runtime
+    /// would wait for that list even after the shutdown.
+    fn still_listing(
+        shutdown: &watch::Receiver<bool>,
+    ) -> (
+        reflector::store::Writer<Parsed<Deployment>>,
+        impl futures::Stream<
+            Item = Result<
+                (
+                    ObjectRef<Parsed<Deployment>>,
+                    kube::runtime::controller::Action,
+                ),
+                ControllerError<std::io::Error, watcher::Error>,
+            >,
+        > + use<>,
+    ) {
+        let writer = reflector::store::Writer::<Parsed<Deployment>>::default();
+        let trigger = futures::stream::pending::<Result<Parsed<Deployment>, watcher::Error>>();
+        let results = Controller::for_stream(trigger, writer.as_reader())
+            .graceful_shutdown_on(stopped(shutdown.clone()))
+            .run(
+                |_, _: Arc<()>| async {
+                    Ok::<_, std::io::Error>(kube::runtime::controller::Action::await_change())
+                },
+                |_, _, _| kube::runtime::controller::Action::await_change(),
+                Arc::new(()),
+            );
+        // The writer is returned so that the store stays unready, not dropped.
+        (writer, results)
+    }
+
+    /// Signalled while a first list was still running, a controller stops
+    /// after its grace; its graceful shutdown alone never ends.
+    #[tokio::test]
+    async fn a_controller_still_listing_stops_within_its_grace_after_the_shutdown() {
+        let (stop, shutdown) = watch::channel(false);
+        let (_writer, alone) = still_listing(&shutdown);
+        let (_other_writer, bounded) = still_listing(&shutdown);
+        let grace = Duration::from_millis(300);
+        let bounded = tokio::spawn(log_until_stopped(
+            "test".into(),
+            bounded,
+            shutdown.clone(),
+            grace,
+        ));
+        stop.send(true).expect("receivers");
+        let within = Duration::from_secs(5);
+        let stopped = tokio::time::timeout(within, bounded).await;
+        assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+        let waited = Duration::from_secs(1);
+        let alone = tokio::time::timeout(waited, alone.for_each(|_| async {})).await;
+        assert!(
+            alone.is_err(),
+            "the graceful shutdown alone ended the controller"
+        );
     }
 
     /// The rollout controller waits on its store while the consumers' caches

@@ -145,7 +145,7 @@ impl Operator {
         keymint_testenv::eventually("the operator to exit after SIGTERM", WAIT, || async {
             // The log's end says what it is waiting for.
             self.try_wait()
-                .ok_or_else(|| format!("still running; log ends:\n{}", self.log_tail(30)))
+                .ok_or_else(|| format!("still running; log ends:\n{}", self.log_tail(60)))
         })
         .await
     }
