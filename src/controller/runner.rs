@@ -693,21 +693,22 @@ mod tests {
         assert_eq!(config.page_size, Some(PAGE_SIZE));
     }
 
+    /// One result of the test controller's stream.
+    type TestResult = Result<
+        (
+            ObjectRef<Parsed<Deployment>>,
+            kube::runtime::controller::Action,
+        ),
+        ControllerError<std::io::Error, watcher::Error>,
+    >;
+
     /// A controller whose cache never finished its first list: kube-runtime
     /// would wait for that list even after the shutdown.
     fn still_listing(
         shutdown: &watch::Receiver<bool>,
     ) -> (
         reflector::store::Writer<Parsed<Deployment>>,
-        impl futures::Stream<
-            Item = Result<
-                (
-                    ObjectRef<Parsed<Deployment>>,
-                    kube::runtime::controller::Action,
-                ),
-                ControllerError<std::io::Error, watcher::Error>,
-            >,
-        > + use<>,
+        impl futures::Stream<Item = TestResult> + use<>,
     ) {
         let writer = reflector::store::Writer::<Parsed<Deployment>>::default();
         let trigger = futures::stream::pending::<Result<Parsed<Deployment>, watcher::Error>>();
