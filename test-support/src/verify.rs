@@ -136,20 +136,16 @@ pub fn request_at(
     stream.write_all(text.as_bytes())?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    // A connection closed before any answer is no answer (seen once through
-    // a Service on the node while its endpoints settled): an error, so that a
-    // caller polling for an answer polls again.
-    if response.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("{host}:{port} closed the connection without an answer"),
-        ));
-    }
-    // Nor is an answer cut off before the end of its head.
+    // A connection closed before the end of an answer's head (with no bytes
+    // at all, seen through a Service on the node while its endpoints
+    // settled) is no answer: an error, so that a caller polling for an
+    // answer polls again.
     let Some((head, body)) = response.split_once("\r\n\r\n") else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
-            format!("{host}:{port} closed the connection inside the answer's head: {response:?}"),
+            format!(
+                "{host}:{port} closed the connection before the end of an answer's head: {response:?}"
+            ),
         ));
     };
     let mut lines = head.lines();
